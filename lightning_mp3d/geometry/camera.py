@@ -1,0 +1,100 @@
+"""Pinhole camera with fixed intrinsics derived from the input size: T_G and T_K.
+
+Convention
+----------
+- Full perspective (not weak perspective): ``u = f x / z + c_x``, ``v = f y / z + c_y``. T_G inverts it at the
+  root, so ``project(translate(p_r, r, d))[root] == r`` exactly.
+- Camera axes x right, y down, z forward; millimetres in 3D.
+- Pixels are continuous coordinates: the image spans [0, W] x [0, H]; pixel (row i, col j) has its centre at
+  (j + 0.5, i + 0.5). ``(u, v)`` = (x pixel, y pixel).
+- Intrinsics: focal length ``f = focal_scale * W`` (default 1.0: a 53 degree horizontal field of view) and the
+  principal point at the image centre.
+- An output grid of G x G cells over a W-pixel image has cell (row i, col j) centred at
+  ((j + 0.5) W / G, (i + 0.5) W / G).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+MIN_DEPTH_MM = 1.0
+
+
+class Intrinsics(NamedTuple):
+    """Pinhole intrinsics in pixels."""
+
+    focal: float
+    cx: float
+    cy: float
+
+    @classmethod
+    def for_image(cls, image_size: int | tuple[int, int] = 224, focal_scale: float = 1.0) -> Intrinsics:
+        """Fixed intrinsics of a square (or (H, W)) input image."""
+        h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+        return cls(focal=focal_scale * w, cx=w / 2.0, cy=h / 2.0)
+
+    def matrix(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """3x3 K."""
+        return torch.tensor([[self.focal, 0.0, self.cx], [0.0, self.focal, self.cy], [0.0, 0.0, 1.0]], dtype=dtype)
+
+
+def root_position(root_px: torch.Tensor, depth: torch.Tensor, intrinsics: Intrinsics) -> torch.Tensor:
+    """Camera-frame root position from its pixel location and depth.
+
+    Args:
+        root_px: (..., 2) pixels (u, v).
+        depth: (...) millimetres (z of the root).
+
+    Returns:
+        (..., 3) millimetres.
+    """
+    if root_px.shape[-1:] != (2,) or root_px.shape[:-1] != depth.shape:
+        raise ValueError(f"root_px must be (..., 2) and depth (...), got {tuple(root_px.shape)} and {tuple(depth.shape)}")
+    x = (root_px[..., 0] - intrinsics.cx) * depth / intrinsics.focal
+    y = (root_px[..., 1] - intrinsics.cy) * depth / intrinsics.focal
+    return torch.stack((x, y, depth), -1)
+
+
+def translate(p_r: torch.Tensor, root_px: torch.Tensor, depth: torch.Tensor, intrinsics: Intrinsics) -> torch.Tensor:
+    """T_G: root-relative pose -> camera-centred global pose.
+
+    Args:
+        p_r: (..., J, 3) root-relative pose, millimetres, camera axes.
+        root_px: (..., 2) root pixel location (u, v) in the input image.
+        depth: (...) absolute root depth, millimetres.
+
+    Returns:
+        p_g (..., J, 3) millimetres.
+    """
+    return p_r + root_position(root_px, depth, intrinsics).unsqueeze(-2)
+
+
+def project(p_g: torch.Tensor, intrinsics: Intrinsics, min_depth: float = MIN_DEPTH_MM) -> torch.Tensor:
+    """T_K: camera-frame points -> pixels, full perspective.
+
+    Args:
+        p_g: (..., 3) millimetres (any number of leading dims, e.g. (B, P, J, 3)).
+        min_depth: depths are clamped to at least this many millimetres so points behind the camera stay finite.
+
+    Returns:
+        (..., 2) pixels (u, v).
+    """
+    if p_g.shape[-1] != 3:
+        raise ValueError(f"points must be (..., 3), got {tuple(p_g.shape)}")
+    z = p_g[..., 2:3].clamp(min=min_depth)
+    uv = intrinsics.focal * p_g[..., :2] / z
+    return uv + uv.new_tensor([intrinsics.cx, intrinsics.cy])
+
+
+def grid_to_pixel(cells: torch.Tensor, grid_size: int, image_size: int) -> torch.Tensor:
+    """Centres of grid cells (..., 2) as (col, row) indices -> pixels (u, v)."""
+    return (cells.to(torch.get_default_dtype() if not cells.is_floating_point() else cells.dtype) + 0.5) * (
+        image_size / grid_size
+    )
+
+
+def pixel_to_grid(pixels: torch.Tensor, grid_size: int, image_size: int) -> torch.Tensor:
+    """Pixels (..., 2) (u, v) -> integer (col, row) cell indices, clamped into the grid."""
+    return torch.floor(pixels * (grid_size / image_size)).long().clamp(0, grid_size - 1)

@@ -1,0 +1,306 @@
+"""MuPoTS-3D test set: ``TS1``..``TS20`` folders read with scipy, frames fitted to the 224 px model input.
+
+Layout (as released by MPI, read the same way as ``mpii_mupots_multiperson_eval.m``)::
+
+    <root>/TS<n>/annot.mat       variable ``annotations``: cell (frames x people) of structs with fields
+                                 annot2 (2 x 17 px), annot3 (3 x 17 mm, camera frame),
+                                 univ_annot3 (3 x 17 mm, universal skeleton height), isValidFrame (1 x 1)
+    <root>/TS<n>/occlusion.mat   variable ``occlusion_labels``: cell (frames x people) of 1 x 17 logical
+    <root>/TS<n>/img_%06d.jpg    frame i (0-based)
+
+Joints are MuPoTS's 17 (``skeleton.MUPOTS17_JOINTS``) and become ours with ``skeleton.MUPOTS17_TO_OURS``.
+Intrinsics are not in ``annot.mat``: pass a JSON ``{"TS1": {"fx":..,"fy":..,"cx":..,"cy":..}, ...}`` or let
+``fit_intrinsics`` solve them per sequence from the annot2/annot3 correspondences (linear least squares of
+``u = fx X/Z + cx``, ``v = fy Y/Z + cy`` over every valid joint).
+
+Input mapping: each frame is letterboxed (``fit="pad"``, default: the whole frame, scaled by 224 / max(H, W) and
+centred with black bars) or centre-cropped (``fit="crop"``: scale 224 / min(H, W)) to 224 x 224.
+``input_px = full_px * scale + offset``; ``to_full_resolution`` is the inverse applied to predictions, so the
+official 40 px matching runs on full-resolution pixels.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import NamedTuple
+
+import lightning as L
+import numpy as np
+import scipy.io
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from lightning_mp3d.skeleton import MUPOTS17_TO_OURS
+
+NUM_SEQUENCES = 20
+
+
+class CameraIntrinsics(NamedTuple):
+    """Pinhole intrinsics in full-resolution pixels."""
+
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+
+
+class MuPoTSSequence(NamedTuple):
+    """One TS folder's annotations as arrays (F frames, N annotated people, MuPoTS 17-joint order)."""
+
+    annot2: np.ndarray  # (F, N, 17, 2) px
+    annot3: np.ndarray  # (F, N, 17, 3) mm, camera frame
+    univ_annot3: np.ndarray  # (F, N, 17, 3) mm
+    valid: np.ndarray  # (F, N) bool (isValidFrame)
+    occluded: np.ndarray  # (F, N, 17) bool
+
+
+class InputMapping(NamedTuple):
+    """``input_px = full_px * scale + offset``."""
+
+    scale: float
+    offset_x: float
+    offset_y: float
+
+
+def _field(struct: np.ndarray, name: str, path: Path) -> np.ndarray:
+    try:
+        return np.asarray(struct[name][0, 0], dtype=np.float64)
+    except (ValueError, KeyError, IndexError):
+        raise ValueError(
+            f"{path}: annotation struct lacks field {name!r}; expected annot2, annot3, univ_annot3, isValidFrame"
+        ) from None
+
+
+def load_sequence(ts_dir: str | Path) -> MuPoTSSequence:
+    """Read ``annot.mat`` and ``occlusion.mat`` of one ``TS<n>`` folder."""
+    ts_dir = Path(ts_dir)
+    annot_path, occ_path = ts_dir / "annot.mat", ts_dir / "occlusion.mat"
+    for p in (annot_path, occ_path):
+        if not p.is_file():
+            raise ValueError(f"missing MuPoTS-3D file {p}; expected TS<n>/annot.mat and TS<n>/occlusion.mat")
+    mat = scipy.io.loadmat(annot_path)
+    if "annotations" not in mat:
+        raise ValueError(
+            f"{annot_path} has no variable 'annotations' (found {sorted(k for k in mat if not k.startswith('__'))})"
+        )
+    cells = mat["annotations"]  # (F, N) object array of 1x1 structs
+    if cells.ndim != 2:
+        raise ValueError(f"{annot_path}: 'annotations' must be a (frames x people) cell array, got shape {cells.shape}")
+    f, n = cells.shape
+    a2 = np.zeros((f, n, 17, 2))
+    a3 = np.zeros((f, n, 17, 3))
+    u3 = np.zeros((f, n, 17, 3))
+    valid = np.zeros((f, n), dtype=bool)
+    for i in range(f):  # file parsing (once per sequence), not a hot path
+        for k in range(n):
+            s = cells[i, k]
+            a2[i, k] = _field(s, "annot2", annot_path).T
+            a3[i, k] = _field(s, "annot3", annot_path).T
+            u3[i, k] = _field(s, "univ_annot3", annot_path).T
+            valid[i, k] = bool(_field(s, "isValidFrame", annot_path).reshape(-1)[0])
+    occ_mat = scipy.io.loadmat(occ_path)
+    if "occlusion_labels" not in occ_mat:
+        raise ValueError(f"{occ_path} has no variable 'occlusion_labels'")
+    occ_cells = occ_mat["occlusion_labels"]
+    if occ_cells.shape != (f, n):
+        raise ValueError(f"{occ_path}: 'occlusion_labels' must be ({f}, {n}) like annotations, got {occ_cells.shape}")
+    occluded = np.stack([np.stack([np.asarray(occ_cells[i, k]).reshape(17) for k in range(n)]) for i in range(f)])
+    return MuPoTSSequence(a2, a3, u3, valid, occluded.astype(bool))
+
+
+def fit_intrinsics(annot2: np.ndarray, annot3: np.ndarray, valid: np.ndarray | None = None) -> CameraIntrinsics:
+    """Least-squares pinhole intrinsics from 2D/3D joint correspondences.
+
+    Args:
+        annot2: (..., 17, 2) px. annot3: (..., 17, 3) mm, camera frame. valid: (...) bool people to use.
+
+    Returns:
+        CameraIntrinsics solving ``u = fx X/Z + cx`` and ``v = fy Y/Z + cy`` in the least-squares sense.
+    """
+    if valid is None:
+        valid = np.ones(annot2.shape[:-2], dtype=bool)
+    p2, p3 = annot2[valid].reshape(-1, 2), annot3[valid].reshape(-1, 3)
+    p2, p3 = p2[p3[:, 2] > 1.0], p3[p3[:, 2] > 1.0]
+    if len(p2) < 2:
+        raise ValueError("fit_intrinsics needs at least 2 valid joints with positive depth")
+    out = []
+    for axis in (0, 1):
+        a = np.stack((p3[:, axis] / p3[:, 2], np.ones(len(p3))), 1)
+        (f, c), *_ = np.linalg.lstsq(a, p2[:, axis], rcond=None)
+        out.append((f, c))
+    return CameraIntrinsics(out[0][0], out[1][0], out[0][1], out[1][1])
+
+
+def load_intrinsics_json(path: str | Path) -> dict[int, CameraIntrinsics]:
+    """``{"TS1": {"fx", "fy", "cx", "cy"}, ...}`` (or a 3x3 ``K`` per sequence) -> {1: CameraIntrinsics, ...}."""
+    data = json.loads(Path(path).read_text())
+    out = {}
+    for key, v in data.items():
+        if not key.startswith("TS") or not key[2:].isdigit():
+            raise ValueError(f"{path}: keys must be 'TS1'..'TS20', got {key!r}")
+        if isinstance(v, dict) and {"fx", "fy", "cx", "cy"} <= v.keys():
+            out[int(key[2:])] = CameraIntrinsics(float(v["fx"]), float(v["fy"]), float(v["cx"]), float(v["cy"]))
+        elif isinstance(v, list) and np.asarray(v).shape == (3, 3):
+            k = np.asarray(v, dtype=float)
+            out[int(key[2:])] = CameraIntrinsics(k[0, 0], k[1, 1], k[0, 2], k[1, 2])
+        else:
+            raise ValueError(f"{path}: {key} must be {{fx, fy, cx, cy}} or a 3x3 K, got {v!r}")
+    return out
+
+
+def input_mapping(width: int, height: int, input_size: int = 224, fit: str = "pad") -> InputMapping:
+    """Affine map from full-resolution pixels to the square model input."""
+    if fit == "pad":
+        scale = input_size / max(width, height)
+    elif fit == "crop":
+        scale = input_size / min(width, height)
+    else:
+        raise ValueError(f"fit must be 'pad' or 'crop', got {fit!r}")
+    return InputMapping(scale, (input_size - width * scale) / 2.0, (input_size - height * scale) / 2.0)
+
+
+def to_input(points: torch.Tensor, mapping: torch.Tensor) -> torch.Tensor:
+    """Full-resolution px (..., J, 2) -> input px, with ``mapping`` (..., 3) = (scale, offset_x, offset_y)."""
+    return points * mapping[..., None, 0:1] + mapping[..., None, 1:3]
+
+
+def to_full_resolution(points: torch.Tensor, mapping: torch.Tensor) -> torch.Tensor:
+    """Inverse of ``to_input``: input px (..., J, 2) -> full-resolution px; ``mapping`` (..., 3) broadcasts over J."""
+    return (points - mapping[..., None, 1:3]) / mapping[..., None, 0:1]
+
+
+def _fit_image(image: Image.Image, mapping: InputMapping, size: int) -> torch.Tensor:
+    """Resample ``image`` into the size x size input with ``mapping``; (3, size, size) float in [0, 1]."""
+    inv = (
+        1.0 / mapping.scale,
+        0.0,
+        -mapping.offset_x / mapping.scale,
+        0.0,
+        1.0 / mapping.scale,
+        -mapping.offset_y / mapping.scale,
+    )
+    out = image.convert("RGB").transform((size, size), Image.Transform.AFFINE, inv, resample=Image.Resampling.BILINEAR)
+    return torch.from_numpy(np.asarray(out, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
+
+
+class MuPoTSDataset(Dataset):
+    """One item per frame with the sequence's annotated people padded to ``max_people``.
+
+    Item keys: ``image`` (3, S, S) in [0, 1]; ``gt_poses`` (G, 15, 3) mm annot3; ``gt_poses_univ`` (G, 15, 3) mm;
+    ``gt_2d`` (G, 15, 2) full-res px; ``gt_2d_input`` (G, 15, 2) input px; ``gt_mask`` (G,) bool (isValidFrame);
+    ``occluded`` (G, 15) bool; ``sequence`` () long (TS1 -> 0); ``frame`` () long; ``mapping`` (3,) input mapping;
+    ``intrinsics`` (4,) fx, fy, cx, cy full-res px; ``image_size`` (2,) W, H.
+
+    Args:
+        root: folder holding ``TS1``..``TS20``.
+        sequences: 1-based sequence numbers to load (default all 20 that exist).
+        input_size: model input side (224).
+        fit: "pad" (letterbox, default) or "crop" (centre crop).
+        intrinsics_json: per-sequence intrinsics; without it they are fitted from the annotations.
+        max_people: padding size (default: the most people annotated in any loaded sequence).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        sequences: list[int] | None = None,
+        input_size: int = 224,
+        fit: str = "pad",
+        intrinsics_json: str | Path | None = None,
+        max_people: int | None = None,
+    ) -> None:
+        self.root = Path(root)
+        if sequences is None:
+            sequences = [n for n in range(1, NUM_SEQUENCES + 1) if (self.root / f"TS{n}").is_dir()]
+        if not sequences:
+            raise ValueError(f"no TS<n> folders under {self.root}")
+        self.sequences = list(sequences)
+        self.input_size, self.fit = input_size, fit
+        given = load_intrinsics_json(intrinsics_json) if intrinsics_json is not None else {}
+        self.data: dict[int, MuPoTSSequence] = {}
+        self.intrinsics: dict[int, CameraIntrinsics] = {}
+        self.index: list[tuple[int, int]] = []
+        for n in self.sequences:
+            seq = load_sequence(self.root / f"TS{n}")
+            self.data[n] = seq
+            self.intrinsics[n] = given[n] if n in given else fit_intrinsics(seq.annot2, seq.annot3, seq.valid)
+            self.index += [(n, i) for i in range(seq.valid.shape[0])]
+        most = max(d.valid.shape[1] for d in self.data.values())
+        self.max_people = most if max_people is None else max_people
+        if self.max_people < most:
+            raise ValueError(f"max_people={max_people} is below the {most} people annotated in a sequence")
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
+        n, i = self.index[idx]
+        seq, g = self.data[n], self.max_people
+        path = self.root / f"TS{n}" / f"img_{i:06d}.jpg"
+        if not path.is_file():
+            raise ValueError(f"missing MuPoTS-3D image {path}")
+        image = Image.open(path)
+        w, h = image.size
+        mp = input_mapping(w, h, self.input_size, self.fit)
+        mapping = torch.tensor(mp, dtype=torch.float32)
+        ours = list(MUPOTS17_TO_OURS)
+
+        def pad(x: np.ndarray, fill: float = 0.0) -> torch.Tensor:
+            t = torch.as_tensor(x, dtype=torch.float32 if x.dtype != bool else torch.bool)
+            out = (
+                torch.full((g, *t.shape[1:]), fill, dtype=t.dtype)
+                if t.dtype != torch.bool
+                else torch.zeros((g, *t.shape[1:]), dtype=torch.bool)
+            )
+            out[: t.shape[0]] = t
+            return out
+
+        gt_2d = pad(seq.annot2[i][:, ours])
+        cam = self.intrinsics[n]
+        return {
+            "image": _fit_image(image, mp, self.input_size),
+            "gt_poses": pad(seq.annot3[i][:, ours]),
+            "gt_poses_univ": pad(seq.univ_annot3[i][:, ours]),
+            "gt_2d": gt_2d,
+            "gt_2d_input": to_input(gt_2d, mapping),
+            "gt_mask": pad(seq.valid[i]),
+            "occluded": pad(seq.occluded[i][:, ours]),
+            "sequence": torch.tensor(n - 1, dtype=torch.long),
+            "frame": torch.tensor(i, dtype=torch.long),
+            "mapping": mapping,
+            "intrinsics": torch.tensor([cam.fx, cam.fy, cam.cx, cam.cy], dtype=torch.float32),
+            "image_size": torch.tensor([w, h], dtype=torch.float32),
+        }
+
+
+class MuPoTSDataModule(L.LightningDataModule):
+    """Test-only DataModule over ``MuPoTSDataset`` (frames in order; evaluate on one device for exact numbers)."""
+
+    def __init__(
+        self,
+        root: str,
+        sequences: list[int] | None = None,
+        input_size: int = 224,
+        fit: str = "pad",
+        intrinsics_json: str | None = None,
+        batch_size: int = 8,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.dataset: MuPoTSDataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        """Parse the annotations once."""
+        if self.dataset is None:
+            h = self.hparams
+            self.dataset = MuPoTSDataset(h.root, h.sequences, h.input_size, h.fit, h.intrinsics_json)
+
+    def test_dataloader(self) -> DataLoader:
+        """Frames in sequence order."""
+        self.setup("test")
+        return DataLoader(self.dataset, batch_size=self.hparams.batch_size, num_workers=self.hparams.num_workers)
+
+    predict_dataloader = test_dataloader

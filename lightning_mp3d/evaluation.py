@@ -1,0 +1,195 @@
+"""Evaluation protocol runner: predictor + GT dataloader -> every metric -> Table 3/4/5/6/7-style Markdown and JSON.
+
+``predictor(images (B, 3, 224, 224)) -> (pred_poses (B, P, 15, 3) mm camera frame, pred_2d (B, P, 15, 2) px in the
+224 input, pred_mask (B, P) bool)``. Batches are dicts as produced by ``MuPoTSDataset`` / ``H36MDataset`` (or the
+embedded target-domain test set with the same keys): ``image``, ``gt_poses`` (annot3), optional ``gt_poses_univ``,
+``gt_2d`` with optional ``mapping`` (then ``gt_2d`` is full-resolution px and predictions are mapped back with the
+inverse of ``mapping`` before matching, so the official 40 px box applies), ``gt_mask``, ``sequence``.
+
+Which GT feeds which metric:
+- 3DPCK_rel (official, Table 3/4): ``gt_poses_univ``, relative, bone rescaling, 150 mm.
+- 3DPCK_rel plain: ``gt_poses``, relative, no rescaling, 150 mm.
+- 3DPCK_abs (Table 5): ``gt_poses``, absolute, no rescaling, 250 mm (paper / RootNet) and 150 mm (official script's
+  absolute mode, which also rescales bones).
+- MPJPE / PA-MPJPE (Table 6 style), 2D PCK at 25 px, 2D-MPJPE, box IoU (Table 7): ``gt_poses`` / ``gt_2d``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+
+from lightning_mp3d.datamodules.mupots import to_full_resolution
+from lightning_mp3d.metrics import MPJPE, PAMPJPE, PCK2D, PCK3D, BoxIoU
+from lightning_mp3d.metrics.functional import OFFICIAL_MATCH_THRESHOLD_PX, PCK3D_ABS_THRESHOLD_MM
+from lightning_mp3d.skeleton import JOINT_GROUPS
+
+Predictor = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+class EvaluationResult(NamedTuple):
+    """Every metric's result NamedTuple plus the sequence names."""
+
+    pck3d_rel: object
+    pck3d_rel_plain: object
+    pck3d_abs_250: object
+    pck3d_abs_150: object
+    mpjpe: object
+    pa_mpjpe: object
+    pck2d: object
+    box_iou: object
+    sequence_names: list[str]
+
+
+def build_metrics(num_sequences: int, match_threshold_px: float, matching: str) -> dict[str, torch.nn.Module]:
+    """One fresh metric instance per entry of EvaluationResult."""
+    kw = {"num_sequences": num_sequences, "match_threshold_px": match_threshold_px, "matching": matching}
+    return {
+        "pck3d_rel": PCK3D(protocol="official", **kw),
+        "pck3d_rel_plain": PCK3D(protocol="plain", **kw),
+        "pck3d_abs_250": PCK3D(threshold=PCK3D_ABS_THRESHOLD_MM, mode="absolute", protocol="plain", **kw),
+        "pck3d_abs_150": PCK3D(mode="absolute", protocol="official", **kw),
+        "mpjpe": MPJPE(**kw),
+        "pa_mpjpe": PAMPJPE(**kw),
+        "pck2d": PCK2D(**kw),
+        "box_iou": BoxIoU(**kw),
+    }
+
+
+@torch.no_grad()
+def evaluate(
+    predictor: Predictor,
+    batches: Iterable[dict[str, torch.Tensor]],
+    num_sequences: int = 20,
+    sequence_names: list[str] | None = None,
+    match_threshold_px: float = OFFICIAL_MATCH_THRESHOLD_PX,
+    matching: str = "2d",
+) -> EvaluationResult:
+    """Run ``predictor`` over ``batches`` and compute every metric.
+
+    Args:
+        predictor: images -> (pred_poses, pred_2d in input px, pred_mask).
+        batches: GT batches (see the module docstring).
+        num_sequences: per-sequence breakdown size (20 for MuPoTS-3D, the number of actions for Human3.6M).
+        sequence_names: names for the tables (default TS1..TSn).
+        match_threshold_px: 40 px on full-resolution GT; ``MATCH_THRESHOLD_PX_224`` when GT 2D is in input px.
+        matching: "2d" (official) or "index" (already paired, Human3.6M).
+    """
+    metrics = build_metrics(num_sequences, match_threshold_px, matching)
+    for batch in batches:
+        pred_poses, pred_2d, pred_mask = predictor(batch["image"])
+        if "mapping" in batch:  # predictions to the GT's full-resolution pixels
+            pred_2d = to_full_resolution(pred_2d, batch["mapping"][:, None].to(pred_2d))
+        gt, gt_2d, gt_mask, seq = batch["gt_poses"], batch["gt_2d"], batch["gt_mask"], batch.get("sequence")
+        univ = batch.get("gt_poses_univ", gt)
+        for name, metric in metrics.items():
+            metric.update(
+                pred_poses,
+                pred_2d,
+                pred_mask,
+                univ if name in ("pck3d_rel", "pck3d_abs_150") else gt,
+                gt_2d,
+                gt_mask,
+                seq,
+            )
+    names = sequence_names or [f"TS{i + 1}" for i in range(num_sequences)]
+    return EvaluationResult(**{k: m.compute() for k, m in metrics.items()}, sequence_names=names)
+
+
+def _num(x: torch.Tensor | float, scale: float = 100.0) -> float | None:
+    v = float(x)
+    return None if math.isnan(v) else round(v * scale, 2)
+
+
+def _cell(v: float | None) -> str:
+    return "–" if v is None else f"{v:.1f}"
+
+
+def result_to_json(r: EvaluationResult) -> dict:
+    """Plain-number dict (percentages for PCK/IoU, millimetres / pixels for errors)."""
+
+    def pck(p) -> dict:
+        return {
+            "all": _num(p.pck_all),
+            "matched": _num(p.pck_matched),
+            "auc_all": _num(p.auc_all),
+            "auc_matched": _num(p.auc_matched),
+            "per_sequence_all": dict(zip(r.sequence_names, (_num(v) for v in p.per_sequence_all))),
+            "per_sequence_matched": dict(zip(r.sequence_names, (_num(v) for v in p.per_sequence_matched))),
+            "per_group_all": {k: _num(v) for k, v in p.per_group_all.items()},
+            "per_group_matched": {k: _num(v) for k, v in p.per_group_matched.items()},
+            "detection_rate": _num(p.detection_rate),
+        }
+
+    def err(e) -> dict:
+        return {
+            "mean": _num(e.mpjpe, 1.0),
+            "mean_over_sequences": _num(e.mean_over_sequences, 1.0),
+            "per_sequence": dict(zip(r.sequence_names, (_num(v, 1.0) for v in e.per_sequence))),
+        }
+
+    return {
+        "pck3d_rel": pck(r.pck3d_rel),
+        "pck3d_rel_plain": pck(r.pck3d_rel_plain),
+        "pck3d_abs_250": pck(r.pck3d_abs_250),
+        "pck3d_abs_150": pck(r.pck3d_abs_150),
+        "mpjpe_mm": err(r.mpjpe),
+        "pa_mpjpe_mm": err(r.pa_mpjpe),
+        "pck2d": {
+            "all": _num(r.pck2d.pck_all),
+            "matched": _num(r.pck2d.pck_matched),
+            "mpjpe_2d_px": _num(r.pck2d.mpjpe_2d, 1.0),
+        },
+        "box_iou": {"matched": _num(r.box_iou.iou_matched), "all": _num(r.box_iou.iou_all)},
+    }
+
+
+def result_to_markdown(r: EvaluationResult, title: str = "Evaluation") -> str:
+    """Table 3 (per sequence), Table 4 (per joint group), Table 5 (absolute), Table 6-style errors, Table 7 (2D)."""
+    d = result_to_json(r)
+    rel = d["pck3d_rel"]
+    names = [n for n in r.sequence_names if rel["per_sequence_all"].get(n) is not None]
+    lines = [f"# {title}", "", "## 3DPCK_rel per sequence (official protocol, 150 mm; Table 3)", ""]
+    lines += ["| | " + " | ".join(names) + " | Avg |", "|---" * (len(names) + 2) + "|"]
+    for mode in ("all", "matched"):
+        row = [_cell(rel[f"per_sequence_{mode}"][n]) for n in names]
+        lines.append(f"| {mode} | " + " | ".join(row) + f" | {_cell(rel[mode])} |")
+    groups = [g for g in JOINT_GROUPS if g in rel["per_group_all"]]
+    lines += ["", "## 3DPCK_rel per joint group (Table 4)", "", "| | " + " | ".join(groups) + " | Total |"]
+    lines.append("|---" * (len(groups) + 2) + "|")
+    for mode in ("all", "matched"):
+        lines.append(
+            f"| {mode} | " + " | ".join(_cell(rel[f"per_group_{mode}"][g]) for g in groups) + f" | {_cell(rel[mode])} |"
+        )
+    lines += ["", "## Summary (Tables 5-7)", "", "| metric | all | matched |", "|---|---|---|"]
+    for key, label in (
+        ("pck3d_rel", "3DPCK_rel official (150 mm)"),
+        ("pck3d_rel_plain", "3DPCK_rel plain, annot3 (150 mm)"),
+        ("pck3d_abs_250", "3DPCK_abs 250 mm (paper)"),
+        ("pck3d_abs_150", "3DPCK_abs 150 mm (official script)"),
+    ):
+        lines.append(f"| {label} | {_cell(d[key]['all'])} | {_cell(d[key]['matched'])} |")
+        lines.append(f"| AUC {label} | {_cell(d[key]['auc_all'])} | {_cell(d[key]['auc_matched'])} |")
+    lines.append(f"| 2D-PCK (25 px) | {_cell(d['pck2d']['all'])} | {_cell(d['pck2d']['matched'])} |")
+    lines.append(f"| box IoU | {_cell(d['box_iou']['all'])} | {_cell(d['box_iou']['matched'])} |")
+    lines += ["", "| error (matched people) | value |", "|---|---|"]
+    lines.append(f"| MPJPE, root aligned (mm) | {_cell(d['mpjpe_mm']['mean'])} |")
+    lines.append(f"| MPJPE mean over sequences/actions (mm) | {_cell(d['mpjpe_mm']['mean_over_sequences'])} |")
+    lines.append(f"| PA-MPJPE (mm) | {_cell(d['pa_mpjpe_mm']['mean'])} |")
+    lines.append(f"| 2D-MPJPE (px) | {_cell(d['pck2d']['mpjpe_2d_px'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(r: EvaluationResult, out_dir: str | Path, title: str = "Evaluation") -> tuple[Path, Path]:
+    """Write ``results.md`` and ``results.json`` into ``out_dir``; return both paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    md, js = out / "results.md", out / "results.json"
+    md.write_text(result_to_markdown(r, title))
+    js.write_text(json.dumps(result_to_json(r), indent=2))
+    return md, js

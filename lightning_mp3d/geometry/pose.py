@@ -29,7 +29,6 @@ from lightning_mp3d.skeleton import BONE_LENGTHS, NUM_JOINTS, PARENTS, check_pos
 _NECK = joint_index("neck")
 _R_HIP, _L_HIP = joint_index("r_hip"), joint_index("l_hip")
 _R_SHOULDER, _L_SHOULDER = joint_index("r_shoulder"), joint_index("l_shoulder")
-_GRANDPARENTS = tuple(-1 if p <= 0 else PARENTS[p] for p in PARENTS)
 
 
 def _depth(j: int) -> int:
@@ -80,21 +79,21 @@ def to_canonical(poses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return p_r @ rotation.mT, rotation
 
 
-def _local_frames(p_c: torch.Tensor, joints: tuple[int, ...]) -> torch.Tensor:
-    """Local frames (rows e1, e2, e3) of ``joints`` in a canonical pose: (..., len(joints), 3, 3)."""
-    shape = p_c.shape[:-2] + (len(joints), 3)
-    n = p_c.new_zeros(shape)
-    n[..., 0] = 1.0
-    parents = [PARENTS[j] for j in joints]
-    grand = [_GRANDPARENTS[j] for j in joints]
-    has_bone = torch.tensor([g >= 0 for g in grand], device=p_c.device)
-    bone = p_c[..., parents, :] - p_c[..., [max(g, 0) for g in grand], :]
-    up = torch.zeros_like(n)
-    up[..., 2] = 1.0
-    e1 = torch.where(has_bone[:, None], normalize(bone), up)
-    e2 = normalize(n - (n * e1).sum(-1, keepdim=True) * e1)
-    e3 = torch.cross(e1, e2, dim=-1)
-    return torch.stack((e1, e2, e3), dim=-2)
+def _bone_frames(bone: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Local frame axes (e1, e2, e3), each (..., n, 3), of joints whose parent bone is ``bone`` (..., n, 3).
+
+    e1 = the bone direction, e2 = n = +X made orthogonal to e1, e3 = e1 x e2 (canonical coordinates).
+    """
+    e1 = normalize(bone)
+    e1x = e1[..., :1]
+    e2 = normalize(torch.cat((1.0 - e1x * e1x, -e1x * e1[..., 1:]), -1))  # X - (X . e1) e1
+    return e1, e2, torch.cross(e1, e2, dim=-1)
+
+
+# Joints whose parent is the pelvis use the fixed frame (e1, e2, e3) = (Z, X, Y): local (a, b, c) = canonical (b, c, a).
+_ROOT_CHILDREN = tuple(j for j in range(1, NUM_JOINTS) if PARENTS[j] == 0)
+_BONE_CHILDREN = tuple(j for j in range(1, NUM_JOINTS) if PARENTS[j] > 0)
+_TO_LOCAL_ORDER = [2, 0, 1]  # canonical (x, y, z) -> local (z, x, y)
 
 
 def to_local(p_c: torch.Tensor) -> torch.Tensor:
@@ -107,12 +106,16 @@ def to_local(p_c: torch.Tensor) -> torch.Tensor:
         p_l (..., 15, 3): unit bone directions in each joint's parent-relative frame; row 0 is zero.
     """
     check_pose_shape(p_c, "p_c")
-    p_c = p_c - p_c[..., :1, :]
-    joints = tuple(range(1, NUM_JOINTS))
-    frames = _local_frames(p_c, joints)  # (..., 14, 3, 3)
-    u = normalize(p_c[..., 1:, :] - p_c[..., list(PARENTS[1:]), :])  # (..., 14, 3)
-    local = (frames @ u.unsqueeze(-1)).squeeze(-1)
-    return torch.cat((torch.zeros_like(local[..., :1, :]), local), dim=-2)
+    p_l = torch.zeros_like(p_c)
+    u = normalize(p_c[..., 1:, :] - p_c[..., list(PARENTS[1:]), :])  # (..., 14, 3) canonical bone directions
+    roots = [j - 1 for j in _ROOT_CHILDREN]
+    p_l[..., _ROOT_CHILDREN, :] = u[..., roots, :][..., _TO_LOCAL_ORDER]
+    bones = [j - 1 for j in _BONE_CHILDREN]
+    parents = [PARENTS[j] for j in _BONE_CHILDREN]
+    e1, e2, e3 = _bone_frames(p_c[..., parents, :] - p_c[..., [PARENTS[p] for p in parents], :])
+    ub = u[..., bones, :]
+    p_l[..., _BONE_CHILDREN, :] = torch.stack(((ub * e1).sum(-1), (ub * e2).sum(-1), (ub * e3).sum(-1)), -1)
+    return p_l
 
 
 def forward_kinematics(p_l: torch.Tensor, bone_lengths: torch.Tensor | None = None) -> torch.Tensor:
@@ -130,26 +133,30 @@ def forward_kinematics(p_l: torch.Tensor, bone_lengths: torch.Tensor | None = No
     if bone_lengths is None:
         bone_lengths = torch.tensor(BONE_LENGTHS, dtype=p_l.dtype, device=p_l.device)
     u_local = normalize(p_l)
-    # Right hip: 1 DoF in the body plane (drop the component along n = e2), on the person's right (-Y = -e3).
+    zero = torch.zeros_like(u_local[..., 0, :])
+    joints: list[torch.Tensor] = [zero] * NUM_JOINTS
+    # Level 1, fixed frame. Neck: along +Z (0 DoF). Right hip: in the body plane (drop X) on the right (-Y): 1 DoF.
     r_hip = u_local[..., _R_HIP, :]
-    r_hip = torch.stack((r_hip[..., 0], torch.zeros_like(r_hip[..., 0]), -r_hip[..., 2].abs()), -1)
-    neck = u_local.new_zeros(u_local[..., _NECK, :].shape)
-    neck[..., 0] = 1.0
-    u_local = u_local.clone()
-    u_local[..., _R_HIP, :] = normalize(r_hip)
-    u_local[..., _NECK, :] = neck
-    joints = [p_l.new_zeros(p_l.shape[:-2] + (3,)) for _ in range(NUM_JOINTS)]
-    p_c = torch.stack(joints, dim=-2)
-    for level in _LEVELS:
-        frames = _local_frames(p_c, level)  # (..., n, 3, 3)
-        u = (frames.mT @ u_local[..., list(level), :].unsqueeze(-1)).squeeze(-1)  # canonical directions
-        if _L_HIP in level:
-            u[..., level.index(_L_HIP), :] = -u[..., level.index(_R_HIP), :]
+    r_hip = normalize(torch.stack((torch.zeros_like(r_hip[..., 0]), -r_hip[..., 2].abs(), r_hip[..., 0]), -1))
+    up = torch.zeros_like(zero)
+    up[..., 2] = 1.0
+    joints[_NECK] = bone_lengths[_NECK] * up
+    joints[_R_HIP] = bone_lengths[_R_HIP] * r_hip
+    joints[_L_HIP] = -bone_lengths[_L_HIP] * r_hip
+    for level in _LEVELS[1:]:
+        parents = [PARENTS[j] for j in level]
+        parent = torch.stack([joints[p] for p in parents], -2)  # (..., n, 3)
+        grand = torch.stack([joints[PARENTS[p]] for p in parents], -2)
+        e1, e2, e3 = _bone_frames(parent - grand)
+        loc = u_local[..., list(level), :]
+        u = e1 * loc[..., :1] + e2 * loc[..., 1:2] + e3 * loc[..., 2:]  # (..., n, 3) canonical directions
         if _L_SHOULDER in level:
+            u = u.clone()
             u[..., level.index(_L_SHOULDER), :] = -u[..., level.index(_R_SHOULDER), :]
-        child = p_c[..., [PARENTS[j] for j in level], :] + bone_lengths[list(level), None] * u
-        p_c = p_c.index_copy(-2, torch.tensor(level, device=p_c.device), child)
-    return p_c
+        child = parent + bone_lengths[list(level), None] * u
+        for k, j in enumerate(level):
+            joints[j] = child[..., k, :]
+    return torch.stack(joints, -2)
 
 
 def spherical_to_local(theta: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:

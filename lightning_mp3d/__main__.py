@@ -1,6 +1,6 @@
 """``python -m lightning_mp3d fit --config ...``: the same entry as the ``lightning`` command."""
 
-from lightning_mp3d.cli import cli_main
+from lightning_mp3d.cli import main
 
 if __name__ == "__main__":
-    cli_main()
+    main()

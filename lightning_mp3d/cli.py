@@ -28,5 +28,10 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> LightningCLI:
     )
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """Console-script entry (``lightning``, ``lightning-mp3d``): exits 0 on success, unlike returning the CLI object."""
     cli_main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""Single-person canonical poses for the AAE stage: artificial poses sampled on the fly, or a pose file.
+
+Sources
+-------
+- ``path=None`` (default): *Artificial-pose-sampling* (``lightning_mp3d.synth.sample_artificial_poses``), generated
+  in batches on the fly. Each rank and each DataLoader worker gets its own seed
+  (``seed``, epoch, global rank, worker id), so DDP ranks see different poses. The held-out validation set is
+  ``val_size`` poses drawn once with a separate seed.
+- ``path="poses.npz"``: a NumPy ``.npz`` with key ``poses``: (N, J, 3) 3D joint positions in millimetres in any
+  frame, J = 15 in our order (``skeleton.JOINTS``) or J = 17 in the MPI-INF-3DHP / MuPoTS-3D order
+  (``skeleton.MUPOTS17_JOINTS``). The order is ``joint_order`` ("ours" or "mupots17"); with "auto" it is read
+  from an optional string entry ``joint_order`` of the file, else inferred from J. Every pose is converted to a
+  canonical pose with the skeleton's fixed bone lengths: ``forward_kinematics(to_local(to_canonical(p)))``, so
+  only joint angles are kept. A seeded random ``val_fraction`` of the poses is held out for validation.
+
+Batches are canonical poses p_c: (B, 15, 3) float32 millimetres.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, IterableDataset, TensorDataset
+
+from lightning_mp3d.geometry.pose import forward_kinematics, to_canonical, to_local
+from lightning_mp3d.skeleton import MUPOTS17_TO_OURS, NUM_JOINTS
+
+JOINT_ORDERS = ("ours", "mupots17")
+_JOINTS_OF_ORDER = {"ours": NUM_JOINTS, "mupots17": 17}
+
+
+def poses_to_canonical(poses: torch.Tensor, joint_order: str) -> torch.Tensor:
+    """Joint positions of a pose file -> canonical poses with the skeleton's fixed bone lengths.
+
+    Args:
+        poses: (N, J, 3) millimetres, any frame.
+        joint_order: "ours" (J = 15) or "mupots17" (J = 17).
+
+    Returns:
+        p_c (N, 15, 3) millimetres.
+    """
+    if joint_order not in JOINT_ORDERS:
+        raise ValueError(f"joint_order must be one of {JOINT_ORDERS}, got {joint_order!r}")
+    expected = _JOINTS_OF_ORDER[joint_order]
+    if poses.ndim != 3 or poses.shape[1:] != (expected, 3):
+        raise ValueError(f"poses in {joint_order!r} order must be (N, {expected}, 3), got {tuple(poses.shape)}")
+    if joint_order == "mupots17":
+        poses = poses[:, list(MUPOTS17_TO_OURS), :]
+    p_c, _ = to_canonical(poses)
+    return forward_kinematics(to_local(p_c))
+
+
+def load_pose_file(path: str | Path, joint_order: str = "auto") -> torch.Tensor:
+    """Read an ``.npz`` pose file (see the module docstring) as canonical poses (N, 15, 3) float32 mm."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pose file not found: {path}")
+    with np.load(path, allow_pickle=False) as data:
+        if "poses" not in data:
+            raise ValueError(f"{path} has no 'poses' array (N, J, 3); keys: {sorted(data.keys())}")
+        poses = torch.as_tensor(np.asarray(data["poses"], dtype=np.float64))
+        if joint_order == "auto" and "joint_order" in data:
+            joint_order = str(data["joint_order"])
+    if joint_order == "auto":
+        by_count = {v: k for k, v in _JOINTS_OF_ORDER.items()}
+        if poses.ndim != 3 or poses.shape[1] not in by_count:
+            raise ValueError(f"{path}: 'poses' must be (N, 15 or 17, 3), got {tuple(poses.shape)}")
+        joint_order = by_count[poses.shape[1]]
+    if not torch.isfinite(poses).all():
+        raise ValueError(f"{path}: 'poses' contains NaN or infinite values")
+    return poses_to_canonical(poses, joint_order).float()
+
+
+def _rank_and_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+class ArtificialPoseBatches(IterableDataset):
+    """``batches`` batches of artificial canonical poses per epoch and rank, split among DataLoader workers.
+
+    Use with ``DataLoader(dataset, batch_size=None)``: each item is already a batch (batch_size, 15, 3).
+    """
+
+    def __init__(self, batch_size: int, batches: int, seed: int = 0, range_scale: float = 1.0) -> None:
+        super().__init__()
+        self.batch_size, self.batches, self.seed, self.range_scale = batch_size, batches, seed, range_scale
+
+    def __len__(self) -> int:
+        return self.batches
+
+    def __iter__(self):
+        from lightning_mp3d.synth.poses import sample_artificial_poses
+
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        rank, _ = _rank_and_world()
+        # A fresh draw per epoch: in a worker, torch's per-epoch worker seed; in the main process, the global torch
+        # RNG (seeded by seed_everything, identical on every rank). Mixed with rank and worker id, so every
+        # (epoch, rank, worker) has its own stream and DDP ranks never see the same poses.
+        epoch_seed = torch.initial_seed() if info is not None else int(torch.randint(2**62, (1,)).item())
+        stream = np.random.SeedSequence([self.seed, epoch_seed, rank, worker]).generate_state(1, dtype=np.uint64)[0]
+        generator = torch.Generator().manual_seed(int(stream) & 0x7FFF_FFFF_FFFF_FFFF)
+        for _ in range(worker, self.batches, workers):
+            yield sample_artificial_poses(
+                self.batch_size, generator, dtype=torch.float32, device="cpu", range_scale=self.range_scale
+            )
+
+
+class PoseDataModule(LightningDataModule):
+    """Canonical single-person poses for ``AAEPretraining``.
+
+    Args:
+        path: ``.npz`` pose file (see the module docstring); None samples artificial poses on the fly.
+        joint_order: "auto", "ours" or "mupots17" (pose files only).
+        batch_size: poses per training batch.
+        batches_per_epoch: training batches per epoch and rank for artificial poses (validation runs each epoch).
+        val_size: held-out artificial validation poses.
+        val_fraction: held-out fraction of a pose file.
+        val_batch_size: poses per validation batch.
+        range_scale: scale of the artificial joint-angle ranges (``sample_artificial_poses``).
+        seed: base seed of the sampling streams and of the file split.
+        num_workers: DataLoader workers.
+    """
+
+    def __init__(
+        self,
+        path: str | None = None,
+        joint_order: str = "auto",
+        batch_size: int = 32,
+        batches_per_epoch: int = 1000,
+        val_size: int = 4096,
+        val_fraction: float = 0.1,
+        val_batch_size: int = 1024,
+        range_scale: float = 1.0,
+        seed: int = 0,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        if joint_order not in ("auto", *JOINT_ORDERS):
+            raise ValueError(f"joint_order must be 'auto', 'ours' or 'mupots17', got {joint_order!r}")
+        if batch_size < 1 or batches_per_epoch < 1 or val_size < 1 or val_batch_size < 1:
+            raise ValueError("batch_size, batches_per_epoch, val_size and val_batch_size must be >= 1")
+        if not 0.0 < val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        self.save_hyperparameters()
+        self.train_set: ArtificialPoseBatches | TensorDataset | None = None
+        self.val_set: TensorDataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        hp = self.hparams
+        if self.val_set is not None:
+            return
+        if hp.path is None:
+            from lightning_mp3d.synth.poses import sample_artificial_poses
+
+            generator = torch.Generator().manual_seed(hp.seed + 1_000_003)  # disjoint from the training streams
+            val = sample_artificial_poses(
+                hp.val_size, generator, dtype=torch.float32, device="cpu", range_scale=hp.range_scale
+            )
+            self.train_set = ArtificialPoseBatches(hp.batch_size, hp.batches_per_epoch, hp.seed, hp.range_scale)
+        else:
+            poses = load_pose_file(hp.path, hp.joint_order)
+            n_val = max(1, int(round(hp.val_fraction * len(poses))))
+            if len(poses) - n_val < hp.batch_size:
+                raise ValueError(f"{hp.path}: {len(poses)} poses leave fewer than batch_size={hp.batch_size} to train")
+            order = torch.randperm(len(poses), generator=torch.Generator().manual_seed(hp.seed))
+            val = poses[order[:n_val]]
+            self.train_set = TensorDataset(poses[order[n_val:]])
+        self.val_set = TensorDataset(val)
+
+    def train_dataloader(self) -> DataLoader:
+        if isinstance(self.train_set, ArtificialPoseBatches):
+            return DataLoader(self.train_set, batch_size=None, num_workers=self.hparams.num_workers)
+        return DataLoader(
+            self.train_set,
+            batch_size=self.hparams.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=self.hparams.num_workers,
+            collate_fn=_stack_poses,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.val_set,
+            batch_size=self.hparams.val_batch_size,
+            num_workers=self.hparams.num_workers,
+            collate_fn=_stack_poses,
+        )
+
+
+def _stack_poses(items: list[tuple[torch.Tensor]]) -> torch.Tensor:
+    """Collate TensorDataset items into one (B, 15, 3) tensor."""
+    return torch.stack([item[0] for item in items])

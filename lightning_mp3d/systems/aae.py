@@ -1,0 +1,183 @@
+"""Stage 1 ``aae``: adversarial auto-encoder pose embedding {Φ, Ψ, Disc} (paper 3.1.1, suppl. 1).
+
+Run with ``lightning fit --config configs/stage_aae.yaml``. Later stages get the frozen Ψ with
+``lightning_mp3d.models.aae.load_pose_decoder("runs/aae/checkpoints/last.ckpt")``.
+
+Manual optimization, one Adam per module, each step on every batch:
+
+1. Φ and Ψ: one forward/backward of ``L_cyc + adv_weight * L_adv`` with Disc frozen (its parameters are toggled
+   off, as ``toggle_optimizer`` does). L_adv = -log Disc(Ψ(phi)) depends on Ψ only, so Φ's gradient is exactly
+   that of L_cyc and Ψ's that of L_cyc + L_adv; Φ's Adam and Ψ's Adam then step on their own parameters.
+2. Disc (``toggle_optimizer``): BCE of real local poses T_L(p_c) against Ψ(phi), phi ~ U[-1, 1]^Z.
+
+``trainer.global_step`` counts optimizer steps: it grows by 3 per batch, so ``max_steps = 3 x batches``.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import torch
+from lightning.pytorch import LightningModule
+from torchmetrics import MeanMetric
+
+from lightning_mp3d.callbacks.media import log_figure
+from lightning_mp3d.geometry.pose import forward_kinematics, to_local
+from lightning_mp3d.losses.aae import cycle_loss, discriminator_loss, generator_loss
+from lightning_mp3d.models.aae import CHECKPOINT_KEY, PoseDecoder, PoseDiscriminator, PoseEncoder
+from lightning_mp3d.skeleton import LIMBS
+
+
+class AAEPretraining(LightningModule):
+    """Trains the pose embedding phi: encoder Φ, decoder Ψ and discriminator Disc.
+
+    Args:
+        embedding_dim: Z (32 in the paper).
+        encoder_width, encoder_depth: Φ's hidden units and layers.
+        decoder_width, decoder_depth: Ψ's trunk units and layers.
+        disc_width, disc_depth: Disc's hidden units and layers.
+        lr: Adam learning rate of all three optimizers (1e-4 in the paper).
+        betas: Adam betas.
+        adv_weight: weight of L_adv in Ψ's loss.
+        pose_unit_mm: millimetres per unit of the pose term of L_cyc (see ``losses.aae``).
+        range_scale: joint-angle ranges that ``val/prior_plausible`` checks against (as the data's sampler).
+        num_figure_poses: poses in the logged grid of decoded random phi (0: no figure).
+        val_seed: seed of the phi ~ U samples used by validation (the same every epoch).
+    """
+
+    def __init__(
+        self,
+        embedding_dim: int = 32,
+        encoder_width: int = 256,
+        encoder_depth: int = 3,
+        decoder_width: int = 256,
+        decoder_depth: int = 3,
+        disc_width: int = 256,
+        disc_depth: int = 3,
+        lr: float = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.999),
+        adv_weight: float = 0.1,
+        pose_unit_mm: float = 100.0,
+        range_scale: float = 1.0,
+        num_figure_poses: int = 16,
+        val_seed: int = 12345,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.encoder = PoseEncoder(embedding_dim, encoder_width, encoder_depth)
+        self.decoder = PoseDecoder(embedding_dim, decoder_width, decoder_depth)
+        self.discriminator = PoseDiscriminator(disc_width, disc_depth)
+        self.val_mpjpe = MeanMetric()
+        self.val_cycle_phi = MeanMetric()
+        self.val_plausible = MeanMetric()
+        self.val_violation = MeanMetric()
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        return [
+            torch.optim.Adam(module.parameters(), lr=hp.lr, betas=tuple(hp.betas))
+            for module in (self.encoder, self.decoder, self.discriminator)
+        ]
+
+    def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """phi ~ U[-1, 1]^Z: (n, Z) on the module's device."""
+        phi = torch.rand(
+            n, self.hparams.embedding_dim, generator=generator, device=generator.device if generator else None
+        )
+        return (2.0 * phi - 1.0).to(self.device)
+
+    def decode(self, phi: torch.Tensor) -> torch.Tensor:
+        """FK(Ψ(phi)): (..., Z) -> canonical poses (..., 15, 3) millimetres."""
+        return forward_kinematics(self.decoder(phi))
+
+    def training_step(self, p_c: torch.Tensor, batch_idx: int) -> None:
+        opt_enc, opt_dec, opt_disc = self.optimizers()
+        hp = self.hparams
+        p_l = to_local(p_c)
+        phi_prior = self.sample_prior(p_c.shape[0])
+
+        # Φ and Ψ: L_cyc (+ L_adv for Ψ), Disc frozen.
+        self.discriminator.requires_grad_(False)
+        p_l_prior = self.decoder(phi_prior)
+        cyc = cycle_loss(
+            p_c,
+            forward_kinematics(self.decoder(self.encoder(p_l))),
+            phi_prior,
+            self.encoder(p_l_prior),
+            hp.pose_unit_mm,
+        )
+        adv = generator_loss(self.discriminator(p_l_prior))
+        self.manual_backward(cyc.total + hp.adv_weight * adv)
+        self.discriminator.requires_grad_(True)
+        for opt in (opt_enc, opt_dec):
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        # Disc: real local poses against poses decoded from the prior.
+        self.toggle_optimizer(opt_disc)
+        disc = discriminator_loss(self.discriminator(p_l), self.discriminator(p_l_prior.detach()))
+        self.manual_backward(disc)
+        opt_disc.step()
+        opt_disc.zero_grad(set_to_none=True)
+        self.untoggle_optimizer(opt_disc)
+
+        self.log_dict(
+            {
+                "train/loss_cyc": cyc.total,
+                "train/cyc_pose_mm": cyc.pose_mm,
+                "train/cyc_phi": cyc.phi,
+                "train/loss_adv": adv,
+                "train/loss_disc": disc,
+            },
+            prog_bar=False,
+            batch_size=p_c.shape[0],
+        )
+
+    def validation_step(self, p_c: torch.Tensor, batch_idx: int) -> None:
+        from lightning_mp3d.synth.poses import joint_angle_violation
+
+        hp = self.hparams
+        n = p_c.shape[0]
+        p_c_hat = self.decode(self.encoder(to_local(p_c)))
+        self.val_mpjpe.update((p_c - p_c_hat).norm(dim=-1).mean(-1))  # (B,) mm
+        generator = torch.Generator().manual_seed(hp.val_seed + batch_idx)
+        phi = self.sample_prior(n, generator)
+        p_l_prior = self.decoder(phi)
+        self.val_cycle_phi.update((phi - self.encoder(p_l_prior)).abs().mean(-1))
+        worst = joint_angle_violation(forward_kinematics(p_l_prior), hp.range_scale).amax(-1)  # (B,) degrees
+        self.val_plausible.update((worst == 0).to(p_c.dtype))
+        self.val_violation.update(worst)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log_dict(
+            {
+                "val/mpjpe_recon": self.val_mpjpe,
+                "val/cycle_phi": self.val_cycle_phi,
+                "val/prior_plausible": self.val_plausible,
+                "val/prior_violation_deg": self.val_violation,
+            },
+            prog_bar=True,
+        )
+        if self.hparams.num_figure_poses > 0 and not self.trainer.sanity_checking:
+            generator = torch.Generator().manual_seed(self.hparams.val_seed - 1)
+            poses = self.decode(self.sample_prior(self.hparams.num_figure_poses, generator))
+            log_figure(self, "val/prior_poses", pose_grid_figure(poses.detach().cpu()))
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[CHECKPOINT_KEY] = dict(self.decoder.config)
+
+
+def pose_grid_figure(p_c: torch.Tensor, columns: int = 4) -> plt.Figure:
+    """A grid of 3D stick figures: p_c (N, 15, 3) canonical millimetres (X front, Y left, Z up)."""
+    n = p_c.shape[0]
+    rows = (n + columns - 1) // columns
+    fig = plt.figure(figsize=(2.2 * columns, 2.4 * rows))
+    for i, pose in enumerate(p_c.numpy()):
+        ax = fig.add_subplot(rows, columns, i + 1, projection="3d")
+        for parent, child in LIMBS:
+            right = child in (3, 5, 7, 9, 11, 13)
+            ax.plot(*pose[[parent, child]].T, color="tab:red" if right else "tab:blue", lw=1.5)
+        ax.set(xlim=(-900, 900), ylim=(-900, 900), zlim=(-900, 900), xticks=[], yticks=[], zticks=[])
+        ax.view_init(elev=10, azim=30)
+    fig.suptitle("Ψ(phi), phi ~ U[-1, 1]^32 (red: right side)")
+    return fig

@@ -193,3 +193,74 @@ def write_results(r: EvaluationResult, out_dir: str | Path, title: str = "Evalua
     md.write_text(result_to_markdown(r, title))
     js.write_text(json.dumps(result_to_json(r), indent=2))
     return md, js
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``mp3d-evaluate``: a trained checkpoint chain on MuPoTS-3D, Human3.6M arrays or the embedded target test set.
+
+    Examples::
+
+        mp3d-evaluate --checkpoint runs/phase2/checkpoints/last.ckpt --dataset mupots --root MultiPersonTestSet
+        mp3d-evaluate --checkpoint runs/phase2/checkpoints/last.ckpt --dataset h36m --root h36m_eval.npz
+        mp3d-evaluate --checkpoint runs/phase2/checkpoints/last.ckpt --dataset embedded
+    """
+    import argparse
+
+    from torch.utils.data import DataLoader
+
+    from lightning_mp3d.inference import PoseEstimator
+    from lightning_mp3d.metrics.functional import MATCH_THRESHOLD_PX_224
+
+    parser = argparse.ArgumentParser(prog="mp3d-evaluate", description=main.__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", required=True, help="distill/phase1/phase2 checkpoint")
+    parser.add_argument("--dataset", choices=("mupots", "h36m", "embedded"), required=True)
+    parser.add_argument("--root", help="MuPoTS-3D folder with TS1..TS20, or the Human3.6M .npz")
+    parser.add_argument("--intrinsics", help="MuPoTS-3D per-sequence intrinsics JSON (default: fitted)")
+    parser.add_argument("--num-images", type=int, default=256, help="embedded: size of the target test set")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--out", default="results/eval")
+    args = parser.parse_args(argv)
+    if args.dataset != "embedded" and not args.root:
+        parser.error(f"--root is required for --dataset {args.dataset}")
+
+    estimator = PoseEstimator.from_stage_checkpoint(args.checkpoint)
+
+    def predictor(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        out = estimator(images)
+        return out.poses, out.keypoints, out.mask
+
+    if args.dataset == "mupots":
+        from lightning_mp3d.datamodules.mupots import MuPoTSDataset
+
+        dataset = MuPoTSDataset(args.root, intrinsics_json=args.intrinsics)
+        result = evaluate(predictor, DataLoader(dataset, batch_size=args.batch_size), num_sequences=20)
+        title = "MuPoTS-3D"
+    elif args.dataset == "h36m":
+        from lightning_mp3d.datamodules.h36m import H36MDataset
+
+        dataset = H36MDataset(args.root)
+        names = dataset.arrays.action_names
+        result = evaluate(
+            predictor,
+            DataLoader(dataset, batch_size=args.batch_size),
+            num_sequences=len(names),
+            sequence_names=names,
+            matching="index",
+        )
+        title = "Human3.6M (S9, S11)"
+    else:
+        from lightning_mp3d.report import target_test_set
+
+        batches = target_test_set(args.num_images, args.batch_size)
+        result = evaluate(
+            predictor, batches, num_sequences=1, sequence_names=["target"], match_threshold_px=MATCH_THRESHOLD_PX_224
+        )
+        title = "Embedded target domain"
+    md, js = write_results(result, args.out, title)
+    print(md.read_text())
+    print(f"wrote {md} and {js}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -4,13 +4,15 @@
 teacher (stage 0) -> aae -> distill -> phase1 -> phase2, then evaluates every stage on held-out target-domain images and
 writes ``results/`` (Markdown + JSON + PNG).
 
-All relative paths in the stage configs (``runs/<stage>/...``) resolve under ``--workdir`` (default: the current folder).
+All relative paths in the stage configs (``runs/<stage>/...``) resolve under ``--workdir`` (default: the current
+folder).
 
-Skipping and resuming: when a stage finishes, the pipeline writes ``runs/<stage>/pipeline_stamp.json`` with a fingerprint of
-everything that determines it: the text of its config files, the command-line overrides and the fingerprints of the stages it
-chains from. On a re-run a stage is skipped when ``checkpoints/last.ckpt`` exists and the stamp's fingerprint equals the new one;
-a stage with ``last.ckpt`` but no stamp was killed midway and resumes with ``--ckpt_path last.ckpt``; a stage whose fingerprint
-changed is retrained after its old folder is renamed (nothing a user produced is deleted).
+Skipping and resuming: when a stage finishes, the pipeline writes ``runs/<stage>/pipeline_stamp.json`` with a
+fingerprint of everything that determines it: the text of its config files, the command-line overrides and the
+fingerprints of the stages it chains from. On a re-run a stage is skipped when ``checkpoints/last.ckpt`` exists and
+the stamp's fingerprint equals the new one; a stage with ``last.ckpt`` but no stamp was killed midway and resumes with
+``--ckpt_path last.ckpt``; a stage whose fingerprint changed is retrained after its old folder is renamed (nothing a
+user produced is deleted).
 """
 
 from __future__ import annotations
@@ -145,12 +147,18 @@ def run_chain(preset: str, stages: tuple[str, ...], extra: dict[str, list[str]],
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="mp3d-pipeline", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--preset", choices=PRESETS, default="tiny", help="tiny: this CPU in ~15 min; paper: GPU schedule")
+    parser.add_argument(
+        "--preset", choices=PRESETS, default="tiny", help="tiny: this CPU in ~15 min; paper: GPU schedule"
+    )
     parser.add_argument("--workdir", type=Path, default=Path("."), help="folder holding runs/ and results/")
     parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of " + ",".join(STAGES))
     parser.add_argument("--skip-eval", action="store_true", help="train only; no results table")
-    parser.add_argument("--wandb", choices=("offline", "online", "disabled"), default=None,
-                        help="W&B mode for every stage (default: $WANDB_MODE or offline)")
+    parser.add_argument(
+        "--wandb",
+        choices=("offline", "online", "disabled"),
+        default=None,
+        help="W&B mode for every stage (default: $WANDB_MODE or offline)",
+    )
     return parser.parse_args(argv)
 
 

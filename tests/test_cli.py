@@ -23,8 +23,9 @@ def test_console_scripts_run_the_lightning_cli(entry):
 
 
 def test_python_m_entry():
-    out = subprocess.run([sys.executable, "-m", "lightning_mp3d", "fit", "--help"], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "lightning_mp3d", "fit", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     assert "--model CONFIG" in out and "--data CONFIG" in out
 
 
@@ -38,20 +39,47 @@ def test_every_stage_config_exists():
 @pytest.mark.parametrize("config", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_every_config_prints_and_instantiates(config, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    out = subprocess.run([sys.executable, "-m", "lightning_mp3d", "fit", "--config", str(config),
-                          "--config", str(ROOT / "configs" / "tiny" / config.name), "--print_config"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lightning_mp3d",
+            "fit",
+            "--config",
+            str(config),
+            "--config",
+            str(ROOT / "configs" / "tiny" / config.name),
+            "--print_config",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "class_path: lightning_mp3d." in out
-    cli = cli_main(["--config", str(config), "--config", str(ROOT / "configs" / "tiny" / config.name),
-                    "--trainer.logger=false"], run=False)
+    cli = cli_main(
+        ["--config", str(config), "--config", str(ROOT / "configs" / "tiny" / config.name), "--trainer.logger=false"],
+        run=False,
+    )
     assert type(cli.model).__module__.startswith("lightning_mp3d.systems")
     assert type(cli.datamodule).__module__.startswith("lightning_mp3d.datamodules")
 
 
 def test_unknown_config_key_is_a_clear_error(tmp_path):
     config = CONFIGS[0]
-    result = subprocess.run([sys.executable, "-m", "lightning_mp3d", "fit", "--config", str(config),
-                             "--model.init_args.no_such_key=1", "--print_config"],
-                            capture_output=True, text=True, cwd=tmp_path)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lightning_mp3d",
+            "fit",
+            "--config",
+            str(config),
+            "--model.init_args.no_such_key=1",
+            "--print_config",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert result.returncode != 0
     assert "no_such_key" in result.stderr

@@ -123,12 +123,15 @@ def test_convention_canonical_axes():
     p_l[0, 11] = torch.tensor([0.0, 0.0, -1.0], dtype=D64)
     p_c = forward_kinematics(p_l)[0]
     torch.testing.assert_close(p_c[11] - p_c[9], torch.tensor([0.0, 0.0, -skeleton.BONE_LENGTHS[11]], dtype=D64))
-    torch.testing.assert_close(CANONICAL_TO_CAMERA.to(D64) @ torch.tensor([1.0, 0, 0], dtype=D64),
-                               torch.tensor([0.0, 0, -1], dtype=D64))
-    torch.testing.assert_close(CANONICAL_TO_CAMERA.to(D64) @ torch.tensor([0.0, 1, 0], dtype=D64),
-                               torch.tensor([1.0, 0, 0], dtype=D64))
-    torch.testing.assert_close(CANONICAL_TO_CAMERA.to(D64) @ torch.tensor([0.0, 0, 1], dtype=D64),
-                               torch.tensor([0.0, -1, 0], dtype=D64))
+    torch.testing.assert_close(
+        CANONICAL_TO_CAMERA.to(D64) @ torch.tensor([1.0, 0, 0], dtype=D64), torch.tensor([0.0, 0, -1], dtype=D64)
+    )
+    torch.testing.assert_close(
+        CANONICAL_TO_CAMERA.to(D64) @ torch.tensor([0.0, 1, 0], dtype=D64), torch.tensor([1.0, 0, 0], dtype=D64)
+    )
+    torch.testing.assert_close(
+        CANONICAL_TO_CAMERA.to(D64) @ torch.tensor([0.0, 0, 1], dtype=D64), torch.tensor([0.0, -1, 0], dtype=D64)
+    )
 
 
 def test_convention_zero_rotation_is_upright_and_facing_the_camera(generator):
@@ -195,8 +198,9 @@ def test_spherical_round_trip(generator):
     gamma = torch.rand(100, generator=generator, dtype=D64) * math.pi
     t2, g2 = local_to_spherical(spherical_to_local(theta, gamma))
     torch.testing.assert_close(g2, gamma)
-    torch.testing.assert_close(torch.remainder(t2 - theta + math.pi, 2 * math.pi) - math.pi,
-                               torch.zeros_like(theta), atol=1e-7, rtol=0)
+    torch.testing.assert_close(
+        torch.remainder(t2 - theta + math.pi, 2 * math.pi) - math.pi, torch.zeros_like(theta), atol=1e-7, rtol=0
+    )
 
 
 def test_gradcheck_fk(generator):

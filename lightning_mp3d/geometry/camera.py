@@ -51,7 +51,9 @@ def root_position(root_px: torch.Tensor, depth: torch.Tensor, intrinsics: Intrin
         (..., 3) millimetres.
     """
     if root_px.shape[-1:] != (2,) or root_px.shape[:-1] != depth.shape:
-        raise ValueError(f"root_px must be (..., 2) and depth (...), got {tuple(root_px.shape)} and {tuple(depth.shape)}")
+        raise ValueError(
+            f"root_px must be (..., 2) and depth (...), got {tuple(root_px.shape)} and {tuple(depth.shape)}"
+        )
     x = (root_px[..., 0] - intrinsics.cx) * depth / intrinsics.focal
     y = (root_px[..., 1] - intrinsics.cy) * depth / intrinsics.focal
     return torch.stack((x, y, depth), -1)

@@ -16,8 +16,8 @@ Convention
   measured from e2 towards e3: ``u = (cos g, sin g cos t, sin g sin t)``.
 - Degrees of freedom enforced by FK: the neck is always along +Z (0 DoF); the right hip lies in the body plane
   (its e2 = X component is dropped and its e3 = Y component made negative: 1 DoF, always on the person's
-  right, so FK output is always a valid canonical pose whose canonical frame is the identity); the left hip and left shoulder mirror the right ones through the
-  pelvis and neck, which are midpoints (0 DoF).
+  right, so FK output is always a valid canonical pose whose canonical frame is the identity); the left hip and
+  the left shoulder mirror the right ones through the pelvis and neck, which are midpoints (0 DoF).
 """
 
 from __future__ import annotations

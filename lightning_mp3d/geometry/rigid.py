@@ -106,7 +106,9 @@ def procrustes_align(source: torch.Tensor, target: torch.Tensor, scale: bool = T
         Alignment with the rotation (det +1, reflections excluded), translation, scale and aligned source.
     """
     if source.shape != target.shape or source.shape[-1] != 3:
-        raise ValueError(f"source and target must both be (..., J, 3), got {tuple(source.shape)} and {tuple(target.shape)}")
+        raise ValueError(
+            f"source and target must both be (..., J, 3), got {tuple(source.shape)} and {tuple(target.shape)}"
+        )
     mu_s, mu_t = source.mean(-2, keepdim=True), target.mean(-2, keepdim=True)
     xs, xt = source - mu_s, target - mu_t
     cov = xt.mT @ xs  # (..., 3, 3)

@@ -1,0 +1,138 @@
+"""The inference model P̂ = M ∘ H ∘ E(I): images -> people with camera-centric 3D joints, 2D joints and root confidence.
+
+Roots come from NMS on H's root heatmap (Cao et al.'s peak finding, ``roots.find_roots``), refined below the 16-pixel
+cell by the confidence-weighted centroid of the 3x3 neighbourhood (a peak between two cells lands between them), then M
+decodes each root: pool phi, c, d at the root cell -> frozen Ψ -> FK -> T_R -> T_G -> P̂, and T_K -> 2D.
+
+``PoseEstimator.from_stage_checkpoint(path)`` rebuilds it from a distill/phase1/phase2 checkpoint: H from the
+checkpoint, the frozen teacher E and Ψ from the checkpoints that stage names (overridable).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as nnf
+from torch import nn
+
+from lightning_mp3d.models.scene_decoder import SceneDecoder
+from lightning_mp3d.models.student import OUTPUT_GRID, ROOT_CHANNEL, SceneHead
+from lightning_mp3d.roots import find_roots
+
+STAGE_KEY = "lightning_mp3d_stage"
+
+
+class Prediction(NamedTuple):
+    """People found per image, ``K = max_people`` slots padded with mask False."""
+
+    poses: torch.Tensor  # (B, K, 15, 3) camera-centric mm
+    keypoints: torch.Tensor  # (B, K, 15, 2) px in the input image
+    confidence: torch.Tensor  # (B, K) root probability
+    mask: torch.Tensor  # (B, K) bool
+    root_px: torch.Tensor  # (B, K, 2) px
+
+
+def refine_roots(prob: torch.Tensor, cells: torch.Tensor, image_size: int) -> torch.Tensor:
+    """Sub-cell root pixels: centroid of the 3x3 probability neighbourhood of each peak cell.
+
+    Args:
+        prob: (B, G, G) root probabilities.
+        cells: (B, K, 2) long (col, row) peak cells.
+        image_size: input side in pixels.
+
+    Returns:
+        (B, K, 2) pixels (u, v).
+    """
+    b, g, _ = prob.shape
+    padded = nnf.pad(prob[:, None], (1, 1, 1, 1))[:, 0]  # (B, G+2, G+2)
+    offsets = torch.tensor([-1, 0, 1], device=prob.device)
+    cols = cells[..., 0, None, None] + 1 + offsets.view(1, 1, 1, 3)  # (B, K, 1, 3)
+    rows = cells[..., 1, None, None] + 1 + offsets.view(1, 1, 3, 1)  # (B, K, 3, 1)
+    flat = (rows * (g + 2) + cols).flatten(2)  # (B, K, 9)
+    weights = padded.flatten(1).gather(1, flat.flatten(1)).view(flat.shape)  # (B, K, 9)
+    dx = offsets.view(1, 3).expand(3, 3).flatten().to(prob.dtype)
+    dy = offsets.view(3, 1).expand(3, 3).flatten().to(prob.dtype)
+    total = weights.sum(-1).clamp_min(1e-12)
+    shift = torch.stack(((weights * dx).sum(-1), (weights * dy).sum(-1)), -1) / total[..., None]
+    return (cells.to(prob.dtype) + 0.5 + shift) * (image_size / g)
+
+
+class PoseEstimator(nn.Module):
+    """E -> H -> root NMS -> M.
+
+    Args:
+        encoder: the frozen teacher (its ``encode`` is E).
+        head: H.
+        scene_decoder: M with the frozen Ψ.
+        threshold: minimum root probability of a person.
+        max_people: K, slots per image.
+        refine: sub-cell root refinement (off: roots at cell centres, as the paper's NMS).
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        head: SceneHead,
+        scene_decoder: SceneDecoder,
+        threshold: float = 0.3,
+        max_people: int = 8,
+        refine: bool = True,
+    ) -> None:
+        super().__init__()
+        self.encoder, self.head, self.scene_decoder = encoder, head, scene_decoder
+        self.threshold, self.max_people, self.refine = threshold, max_people, refine
+        self.image_size = scene_decoder.image_size
+        self.eval().requires_grad_(False)
+
+    def forward(self, images: torch.Tensor) -> Prediction:
+        """images (B, 3, 224, 224) in [0, 1] -> Prediction."""
+        if images.ndim != 4 or images.shape[1] != 3 or images.shape[-1] != self.image_size:
+            raise ValueError(f"images must be (B, 3, {self.image_size}, {self.image_size}), got {tuple(images.shape)}")
+        s = self.head(self.encoder.encode(images))  # (B, 40, 14, 14)
+        logits = s[:, ROOT_CHANNEL]
+        roots = find_roots(logits, threshold=self.threshold, max_people=self.max_people, image_size=self.image_size)
+        root_px = refine_roots(torch.sigmoid(logits), roots.cells, self.image_size) if self.refine else roots.root_px
+        scene = self.scene_decoder(s, roots.cells, roots.mask, root_px.to(s.dtype))
+        return Prediction(scene.poses, scene.keypoints, roots.confidence, roots.mask, root_px)
+
+    @classmethod
+    def from_stage_checkpoint(
+        cls,
+        path: str | Path,
+        teacher_checkpoint: str | Path | None = None,
+        aae_checkpoint: str | Path | None = None,
+        **kwargs: float,
+    ) -> PoseEstimator:
+        """Rebuild the estimator from a distill/phase1/phase2 checkpoint.
+
+        Args:
+            path: the student stage's checkpoint (e.g. ``runs/phase2/checkpoints/last.ckpt``).
+            teacher_checkpoint: overrides the teacher checkpoint the stage recorded.
+            aae_checkpoint: overrides the AAE checkpoint the stage recorded.
+            kwargs: ``threshold``, ``max_people``, ``refine``.
+        """
+        from lightning_mp3d.models.aae import load_pose_decoder
+        from lightning_mp3d.models.teacher import load_teacher
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"stage checkpoint {str(path)!r} does not exist")
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        info = ckpt.get(STAGE_KEY) if isinstance(ckpt, dict) else None
+        if not info:
+            raise ValueError(f"{str(path)!r} is not a distill/phase1/phase2 checkpoint (no '{STAGE_KEY}' entry)")
+        hp = ckpt.get("hyper_parameters", {})
+        teacher = load_teacher(str(teacher_checkpoint or info["teacher_checkpoint"])).freeze()
+        psi = load_pose_decoder(str(aae_checkpoint or info["aae_checkpoint"]))
+        head = SceneHead(teacher.v_channels, width=hp.get("h_width", 256), fc_channels=hp.get("h_fc_channels", 128))
+        state = {k[2:]: v for k, v in ckpt["state_dict"].items() if k.startswith("h.")}
+        head.load_state_dict(state)
+        decoder = SceneDecoder(psi, depth_scale_mm=hp.get("depth_scale_mm", 5000.0))
+        kwargs.setdefault("threshold", hp.get("root_threshold", 0.3))
+        kwargs.setdefault("max_people", hp.get("max_people", 8))
+        return cls(teacher, head, decoder, **kwargs)
+
+
+__all__ = ["OUTPUT_GRID", "PoseEstimator", "Prediction", "refine_roots"]

@@ -1,0 +1,155 @@
+"""Losses of the cross-modal stages (paper 3.2, 3.3): L_distl, L_recon, L_adapt, L_ss, root heatmap, L_2D, L_3D.
+
+Pure tensor functions (no Lightning). Units are kept natural: 2D losses in pixels, 3D losses in millimetres, map
+losses in map units; each stage gives each loss its own Adam, which is invariant to a loss's scale. Every loss is a
+masked mean of absolute differences (L1) over the valid entries, and 0 (with a graph) when nothing is valid.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lightning_mp3d.geometry import pixel_to_grid
+from lightning_mp3d.transforms import SpatialTransform, inside_image, transform_keypoints, transform_points
+
+
+def _masked_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """sum(w * v) / sum(w), 0 when sum(w) == 0. ``weight`` broadcasts against ``values``."""
+    weight = weight.to(values.dtype).expand_as(values)
+    return (values * weight).sum() / weight.sum().clamp_min(1e-8)
+
+
+def _check_people(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, dim: int, name: str) -> None:
+    if pred.shape != target.shape or pred.ndim != 4 or pred.shape[-1] != dim or mask.shape != pred.shape[:2]:
+        raise ValueError(
+            f"{name}: predictions and targets must be (B, N, 15, {dim}) and mask (B, N), got {tuple(pred.shape)}, "
+            f"{tuple(target.shape)}, {tuple(mask.shape)}"
+        )
+
+
+def distillation_loss(
+    student_2d: torch.Tensor, teacher_2d: torch.Tensor, confidence: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """L_distl = |k_hat_p - k_hat_q|, weighted by the teacher's joint confidence.
+
+    Args:
+        student_2d: (B, N, 15, 2) px, the student's people decoded at the teacher's root cells.
+        teacher_2d: (B, N, 15, 2) px, the teacher's grouped people (same order).
+        confidence: (B, N, 15) in [0, 1]; 0 for joints the teacher did not find.
+        mask: (B, N) bool, people to use.
+
+    Returns:
+        Scalar, mean absolute pixel error per coordinate.
+    """
+    _check_people(student_2d, teacher_2d, mask, 2, "distillation_loss")
+    weight = (confidence.clamp(0, 1) * mask[..., None])[..., None]  # (B, N, 15, 1)
+    return _masked_mean((student_2d - teacher_2d).abs(), weight)
+
+
+def reconstruction_loss(pred_poses: torch.Tensor, poses: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """L_recon = |P_syn - P_tilde| on camera-centred 3D poses.
+
+    Args:
+        pred_poses: (B, N, 15, 3) mm.
+        poses: (B, N, 15, 3) mm.
+        mask: (B, N) bool.
+
+    Returns:
+        Scalar, mean absolute error per coordinate in mm.
+    """
+    _check_people(pred_poses, poses, mask, 3, "reconstruction_loss")
+    return _masked_mean((pred_poses - poses).abs(), mask[..., None, None])
+
+
+def adaptation_loss(heatmaps: torch.Tensor, pafs: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+    """L_adapt = |F(G(m_syn)) - m_syn|.
+
+    Args:
+        heatmaps: (B, 15, 28, 28) decoded by the frozen F from G(m_syn).
+        pafs: (B, 28, 28, 28) decoded PAFs.
+        maps: (B, 43, 28, 28) m_syn (15 heatmaps then 28 PAF channels).
+
+    Returns:
+        Scalar mean absolute error per map value.
+    """
+    decoded = torch.cat((heatmaps, pafs), 1)
+    if decoded.shape != maps.shape:
+        raise ValueError(f"decoded maps {tuple(decoded.shape)} do not match m_syn {tuple(maps.shape)}")
+    return (decoded - maps).abs().mean()
+
+
+def root_heatmap_loss(
+    logits: torch.Tensor, targets: torch.Tensor, alpha: float = 2.0, beta: float = 4.0
+) -> torch.Tensor:
+    """Penalty-reduced focal loss on Gaussian root targets (CenterNet, Zhou et al. 2019).
+
+    Cells whose target is 1 are positives; others are negatives down-weighted by ``(1 - target)^beta`` near a root.
+    Normalised by the number of positives (at least 1), so an image with 1 or 4 people weighs the same per root.
+
+    Args:
+        logits: (B, G, G) root logits.
+        targets: (B, G, G) from ``roots.root_heatmap_targets``.
+
+    Returns:
+        Scalar.
+    """
+    if logits.shape != targets.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} must match")
+    logp = torch.nn.functional.logsigmoid(logits)
+    log1mp = torch.nn.functional.logsigmoid(-logits)
+    p = torch.sigmoid(logits)
+    pos = (targets >= 1.0 - 1e-6).to(logits.dtype)
+    pos_loss = -((1 - p) ** alpha) * logp * pos
+    neg_loss = -((1 - targets) ** beta) * (p**alpha) * log1mp * (1 - pos)
+    return (pos_loss.sum() + neg_loss.sum()) / pos.sum().clamp_min(1.0)
+
+
+def self_supervised_loss(
+    keypoints: torch.Tensor,
+    keypoints_transformed: torch.Tensor,
+    transform: SpatialTransform,
+    mask: torch.Tensor,
+    image_size: int = 224,
+) -> torch.Tensor:
+    """L_ss = |T_s(k_hat_p(I)) - k_hat_p(T_s(I))| (equivariance of the projected 2D poses).
+
+    Args:
+        keypoints: (B, N, 15, 2) px, people of I decoded at the teacher's roots of I.
+        keypoints_transformed: (B, N, 15, 2) px, the same people decoded from I' at T_s(roots).
+        transform: the T_s that made I' (flip swaps left/right labels).
+        mask: (B, N) bool, people whose transformed root is inside I' (see ``transformed_roots``).
+
+    Returns:
+        Scalar mean absolute pixel error per coordinate (0 for the identity transform and identical inputs).
+    """
+    _check_people(keypoints, keypoints_transformed, mask, 2, "self_supervised_loss")
+    target = transform_keypoints(keypoints, transform, image_size)
+    return _masked_mean((target - keypoints_transformed).abs(), mask[..., None, None])
+
+
+def transformed_roots(
+    root_px: torch.Tensor, mask: torch.Tensor, transform: SpatialTransform, grid_size: int = 14, image_size: int = 224
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The teacher's roots of I mapped into I' by T_s.
+
+    Args:
+        root_px: (B, N, 2) px in I.
+        mask: (B, N) bool.
+
+    Returns:
+        (root_px' (B, N, 2) px, root_cells' (B, N, 2) long (col, row), mask' (B, N): valid and inside I').
+    """
+    moved = transform_points(root_px, transform, image_size)
+    return moved, pixel_to_grid(moved, grid_size, image_size), mask & inside_image(moved, image_size)
+
+
+def supervised_2d_loss(
+    student_2d: torch.Tensor, joints_2d: torch.Tensor, visibility: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """Weak supervision L_2D = |k_hat_p - k_gt| on visible GT joints (Ours-Ws). Shapes as ``distillation_loss``."""
+    return distillation_loss(student_2d, joints_2d, visibility.to(student_2d.dtype), mask)
+
+
+def supervised_3d_loss(pred_poses: torch.Tensor, poses: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Full supervision L_3D = |P_hat - P_gt| (Ours-Fs). Shapes as ``reconstruction_loss``."""
+    return reconstruction_loss(pred_poses, poses, mask)

@@ -1,0 +1,446 @@
+"""Shared machinery of the three cross-modal student stages (distill, phase1, phase2).
+
+``CrossModalStage`` loads the frozen parts (teacher {E, F} and Psi) and builds the student (H, and G where a stage
+uses it) in ``setup`` once the teacher's C_v is known, initialises them from the previous stage (``init_from``),
+runs the two pathways (D_I images and D_syn maps) as methods that return losses, validates on target-domain images
+with GT, and keeps frozen parts frozen. The stage subclasses only choose optimizers and which losses each steps.
+
+Checkpoints: the frozen teacher and Psi are *not* stored (they come from ``teacher_checkpoint`` and
+``aae_checkpoint``); the checkpoint records ``lightning_mp3d_stage`` = {"stage", "v_channels", sources} so the
+next stage can check it starts from the right one.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from lightning.pytorch import LightningModule
+
+from lightning_mp3d.geometry import pixel_to_grid
+from lightning_mp3d.grouping import GroupedPeople, group_people
+from lightning_mp3d.losses.cross_modal import (
+    adaptation_loss,
+    distillation_loss,
+    reconstruction_loss,
+    root_heatmap_loss,
+    self_supervised_loss,
+    supervised_2d_loss,
+    supervised_3d_loss,
+    transformed_roots,
+)
+from lightning_mp3d.models.scene_decoder import DecodedScene, SceneDecoder
+from lightning_mp3d.models.student import OUTPUT_GRID, PoseMapEncoder, SceneHead
+from lightning_mp3d.roots import find_roots, root_heatmap_targets, unique_root_mask
+from lightning_mp3d.transforms import random_spatial_transform, warp_images
+
+STAGE_KEY = "lightning_mp3d_stage"
+FROZEN_PREFIXES = ("teacher.", "decoder.")
+
+
+class ImageTargets(NamedTuple):
+    """What the frozen teacher says about a batch of images (no gradient)."""
+
+    v: torch.Tensor  # (B, C_v, 28, 28)
+    people: GroupedPeople
+    cells: torch.Tensor  # (B, P, 2) long root cells of the teacher's people
+    mask: torch.Tensor  # (B, P) bool, at most one person per cell
+
+
+def stage_checkpoint_info(path: str | Path) -> dict[str, Any]:
+    """Read ``lightning_mp3d_stage`` of a student-stage checkpoint (weights_only load)."""
+    ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
+    return ckpt.get(STAGE_KEY, {}) if isinstance(ckpt, dict) else {}
+
+
+class CrossModalStage(LightningModule):
+    """Base of DistillationWarmup, Phase1Alignment and Phase2SelfSupervised.
+
+    Args:
+        teacher_checkpoint: stage-0 checkpoint or OpenPose ``.pth`` (``models.teacher.load_teacher``).
+        aae_checkpoint: AAE stage checkpoint giving the frozen Psi (``models.aae.load_pose_decoder``).
+        init_from: checkpoint of the previous stage (distill -> phase1 -> phase2) to take G/H from; None starts
+            from scratch (only sensible for the warm-up).
+        g_hidden: hidden channels of G's 7x7 convolutions.
+        h_width: channels of H's 14x14 / 7x7 features.
+        h_fc_channels: channels of H's channel-wise FC at 7x7 (128 in the paper).
+        lr: Adam learning rate of every optimizer before ``lr_drop_iteration``.
+        lr_after: learning rate from ``lr_drop_iteration`` on (iterations = batches of this stage).
+        lr_drop_iteration: batch index at which the rate drops; None: never.
+        depth_scale_mm: d0 of M's depth parameterisation ``d = d0 exp(x)``.
+        root_weight: weight of the root-heatmap focal loss added to each pathway's main loss.
+        root_sigma: Gaussian width (cells) of the root targets.
+        root_threshold: NMS threshold (sigmoid probability) at inference/validation.
+        max_people: root slots at inference.
+        use_weak_2d: add L_2D against the GT 2D joints of D_I images (Ours-Ws); off for the unsupervised setting.
+        use_full_3d: add L_3D against the GT 3D poses of D_I images (Ours-Fs).
+        use_recon: phase 1/2: train with L_recon on D_syn batches (ablation switch).
+        use_adapt: phase 1: train G with L_adapt on D_syn batches (ablation switch).
+        use_ss: phase 2: train H with L_ss on D_I batches (ablation switch).
+        grouping: keyword overrides of the teacher's PAF grouping (e.g. peak_threshold).
+        val_figures: draw the 3D skeleton / 2D overlay figures at each validation.
+        transform_seed: seed of the random spatial transforms (offset by the global rank).
+    """
+
+    stage_name = "base"
+    init_stage: str | None = None  # stage whose checkpoint init_from must be
+    init_modules: tuple[str, ...] = ("h",)  # modules taken from init_from
+    uses_g = True
+
+    def __init__(
+        self,
+        teacher_checkpoint: str = "runs/teacher/checkpoints/last.ckpt",
+        aae_checkpoint: str = "runs/aae/checkpoints/last.ckpt",
+        init_from: str | None = None,
+        g_hidden: int = 256,
+        h_width: int = 256,
+        h_fc_channels: int = 128,
+        lr: float = 1e-4,
+        lr_after: float = 1e-5,
+        lr_drop_iteration: int | None = None,
+        depth_scale_mm: float = 5000.0,
+        root_weight: float = 1.0,
+        root_sigma: float = 0.75,
+        root_threshold: float = 0.3,
+        max_people: int = 8,
+        use_weak_2d: bool = False,
+        use_full_3d: bool = False,
+        use_recon: bool = True,
+        use_adapt: bool = True,
+        use_ss: bool = True,
+        grouping: dict[str, float] | None = None,
+        val_figures: bool = True,
+        transform_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False
+        self.strict_loading = False  # the frozen teacher/Psi are not in our checkpoints; checked in on_load
+        self.teacher: torch.nn.Module | None = None
+        self.decoder: SceneDecoder | None = None
+        self.g: PoseMapEncoder | None = None
+        self.h: SceneHead | None = None
+        self._metrics: torch.nn.ModuleDict | None = None
+        self._generator: torch.Generator | None = None
+        self._figure_done = False
+
+    # ------------------------------------------------------------------------------------------------ building
+    def build(self) -> None:
+        """Load the frozen teacher and Psi, then create G and H (idempotent)."""
+        if self.h is not None:
+            return
+        from lightning_mp3d.models.aae import load_pose_decoder
+        from lightning_mp3d.models.teacher import load_teacher
+
+        hp = self.hparams
+        for key in ("teacher_checkpoint", "aae_checkpoint"):
+            if not Path(hp[key]).is_file():
+                raise FileNotFoundError(
+                    f"{key}: no file at {hp[key]!r} (expected the {key.split('_')[0]} stage's checkpoint)"
+                )
+        self.teacher = load_teacher(hp.teacher_checkpoint).freeze()
+        self.decoder = SceneDecoder(load_pose_decoder(hp.aae_checkpoint), depth_scale_mm=hp.depth_scale_mm)
+        v_channels = int(self.teacher.v_channels)
+        if self.uses_g:
+            self.g = PoseMapEncoder(v_channels, hidden=hp.g_hidden)
+        self.h = SceneHead(v_channels, width=hp.h_width, fc_channels=hp.h_fc_channels)
+        self._metrics = _make_metrics()
+        self.freeze_fixed_parts()
+
+    def freeze_fixed_parts(self) -> None:
+        """Teacher and Psi (and G where a stage says so) in eval mode without gradients."""
+        for module in self.frozen_modules():
+            module.eval()
+            module.requires_grad_(False)
+
+    def frozen_modules(self) -> list[torch.nn.Module]:
+        """Modules that never train in this stage."""
+        return [m for m in (self.teacher, self.decoder) if m is not None]
+
+    def train(self, mode: bool = True) -> CrossModalStage:
+        """Like ``nn.Module.train`` but frozen parts stay in eval mode."""
+        super().train(mode)
+        for module in self.frozen_modules():
+            module.eval()
+        return self
+
+    def setup(self, stage: str) -> None:
+        self.build()
+        if stage == "fit" and self.hparams.init_from:
+            self.load_previous_stage(self.hparams.init_from)
+        rank = self.trainer.global_rank if self._trainer is not None else 0
+        self._generator = torch.Generator().manual_seed(int(self.hparams.transform_seed) + 1000 * rank)
+
+    def load_previous_stage(self, path: str | Path) -> None:
+        """Take G/H from the previous stage's checkpoint, checking stage, C_v and keys."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"init_from: no file at {str(path)!r} (expected a '{self.init_stage}' checkpoint)")
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        info = ckpt.get(STAGE_KEY) if isinstance(ckpt, dict) else None
+        if not info or "state_dict" not in ckpt:
+            raise ValueError(f"init_from: {str(path)!r} is not a student-stage checkpoint (no '{STAGE_KEY}')")
+        if self.init_stage is not None and info.get("stage") != self.init_stage:
+            raise ValueError(
+                f"init_from: {str(path)!r} is a '{info.get('stage')}' checkpoint, expected '{self.init_stage}'"
+            )
+        if info.get("v_channels") != self.teacher.v_channels:
+            raise ValueError(
+                f"init_from: {str(path)!r} was trained with v_channels={info.get('v_channels')}, the teacher here has "
+                f"{self.teacher.v_channels}"
+            )
+        state = ckpt["state_dict"]
+        for name in self.init_modules:
+            module = getattr(self, name)
+            sub = {k[len(name) + 1 :]: v for k, v in state.items() if k.startswith(name + ".")}
+            if not sub:
+                raise ValueError(
+                    f"init_from: {str(path)!r} has no '{name}.*' weights (expected a '{self.init_stage}' stage)"
+                )
+            result = module.load_state_dict(sub, strict=False)
+            if result.missing_keys or result.unexpected_keys:
+                raise ValueError(
+                    f"init_from: {str(path)!r} '{name}' weights do not match: missing {result.missing_keys}, "
+                    f"unexpected {result.unexpected_keys} (widths differ from the config?)"
+                )
+
+    # ------------------------------------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["state_dict"] = {
+            k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(FROZEN_PREFIXES)
+        }
+        checkpoint[STAGE_KEY] = {
+            "stage": self.stage_name,
+            "v_channels": int(self.teacher.v_channels),
+            "teacher_checkpoint": str(self.hparams.teacher_checkpoint),
+            "aae_checkpoint": str(self.hparams.aae_checkpoint),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        info = checkpoint.get(STAGE_KEY, {})
+        if info.get("stage") != self.stage_name:
+            raise ValueError(f"resuming '{self.stage_name}' from a '{info.get('stage')}' checkpoint; use init_from")
+        own = {k for k in self.state_dict() if not k.startswith(FROZEN_PREFIXES) and not k.startswith("_metrics")}
+        missing = sorted(own - set(checkpoint["state_dict"]))
+        if missing:
+            raise ValueError(f"checkpoint lacks the student weights {missing[:5]}...")
+
+    # ------------------------------------------------------------------------------------------------ optimizers
+    def _adam(self, params: list[torch.nn.Parameter]) -> dict[str, Any]:
+        opt = torch.optim.Adam(params, lr=self.hparams.lr)
+        drop, ratio = self.hparams.lr_drop_iteration, self.hparams.lr_after / self.hparams.lr
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: 1.0 if drop is None or it < drop else ratio)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def step_schedulers(self) -> None:
+        """One iteration passed: step every scheduler (manual optimization never does it for us)."""
+        scheds = self.lr_schedulers()
+        with warnings.catch_warnings():  # an optimizer idle on this pathway still counts the iteration
+            warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*before.*optimizer.step")
+            for sched in scheds if isinstance(scheds, list) else [scheds]:
+                sched.step()
+        opts = self.optimizers()
+        first = opts[0] if isinstance(opts, list) else opts
+        self.log("train/lr", first.param_groups[0]["lr"], on_step=True)
+
+    def run_optimizer(self, index: int, loss: torch.Tensor) -> None:
+        """toggle -> backward -> step -> zero_grad -> untoggle for optimizer ``index``."""
+        opts = self.optimizers()
+        opt = opts[index] if isinstance(opts, list) else opts
+        self.toggle_optimizer(opt)
+        opt.zero_grad()
+        self.manual_backward(loss)
+        opt.step()
+        opt.zero_grad()
+        self.untoggle_optimizer(opt)
+
+    # ------------------------------------------------------------------------------------------------ pathways
+    @torch.no_grad()
+    def teacher_targets(self, images: torch.Tensor) -> ImageTargets:
+        """v = E(I) and the teacher's grouped people k_hat_q with one person per root cell."""
+        v = self.teacher.encode(images)
+        heatmaps, pafs = self.teacher.decode(v)
+        opts = {**getattr(self.teacher, "grouping_kwargs", {}), **(self.hparams.grouping or {})}
+        people = group_people(heatmaps, pafs, image_size=images.shape[-1], **opts)
+        cells = pixel_to_grid(people.roots_px, OUTPUT_GRID, images.shape[-1])
+        score = (people.confidence * (people.confidence > 0)).sum(-1)
+        return ImageTargets(v, people, cells, unique_root_mask(cells, people.mask, score))
+
+    def root_loss(self, s: torch.Tensor, cells: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Focal loss of the root channel against Gaussian targets at ``cells``."""
+        target = root_heatmap_targets(cells, mask, s.shape[-1], self.hparams.root_sigma)
+        return root_heatmap_loss(s[:, 0], target)
+
+    def distill_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Image pathway of the warm-up and phase 1: L_distl, root loss (teacher roots), optional L_2D/L_3D."""
+        images = batch["image"]
+        t = self.teacher_targets(images)
+        s = self.h(t.v)
+        scene = self.decoder(s, t.cells, t.mask, t.people.roots_px)
+        losses = {
+            "distl": distillation_loss(scene.keypoints, t.people.keypoints, t.people.confidence, t.mask),
+            "root_image": self.root_loss(s, t.cells, t.mask),
+        }
+        losses.update(self.supervised_losses(s, batch))
+        return losses
+
+    def supervised_losses(self, s: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """L_2D / L_3D on D_I with its GT, only when switched on (weak / full supervision)."""
+        if not (self.hparams.use_weak_2d or self.hparams.use_full_3d):
+            return {}
+        gt = self.decoder(s, batch["root_cells"], batch["mask"], batch["roots_px"])
+        out = {}
+        if self.hparams.use_weak_2d:
+            out["sup_2d"] = supervised_2d_loss(gt.keypoints, batch["joints_2d"], batch["visibility"], batch["mask"])
+        if self.hparams.use_full_3d:
+            out["sup_3d"] = supervised_3d_loss(gt.poses, batch["poses"], batch["mask"])
+        return out
+
+    def syn_scene(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, DecodedScene]:
+        """v~ = G(m_syn), s = H(v~), P_tilde = M(s) at the true roots."""
+        v = self.g(batch["maps"])
+        s = self.h(v)
+        return v, s, self.decoder(s, batch["root_cells"], batch["mask"], batch["roots_px"])
+
+    def recon_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Auto-encoding pathway: L_recon and the root loss at the true roots."""
+        _, s, scene = self.syn_scene(batch)
+        return {
+            "recon": reconstruction_loss(scene.poses, batch["poses"], batch["mask"]),
+            "root_syn": self.root_loss(s, batch["root_cells"], batch["mask"]),
+        }
+
+    def adapt_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """L_adapt = |F(G(m_syn)) - m_syn| (gradient reaches G only; F is frozen)."""
+        heatmaps, pafs = self.teacher.decode(self.g(batch["maps"]))
+        return adaptation_loss(heatmaps, pafs, batch["maps"])
+
+    def ss_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """L_ss on (I, T_s(I)) at the teacher's roots of I (moved by T_s for I'), plus the root loss on I."""
+        images = batch["image"]
+        t = self.teacher_targets(images)
+        transform = random_spatial_transform(images.shape[0], self._generator, dtype=images.dtype, device=images.device)
+        with torch.no_grad():  # E is frozen: nothing upstream of v' trains
+            v_prime = self.teacher.encode(warp_images(images, transform).clamp(0, 1))
+        s, s_prime = self.h(t.v), self.h(v_prime)
+        scene = self.decoder(s, t.cells, t.mask, t.people.roots_px)
+        roots_px, cells, mask = transformed_roots(t.people.roots_px, t.mask, transform, s.shape[-1], images.shape[-1])
+        scene_prime = self.decoder(s_prime, cells, mask, roots_px)
+        losses = {
+            "ss": self_supervised_loss(scene.keypoints, scene_prime.keypoints, transform, mask, images.shape[-1]),
+            "root_image": self.root_loss(s, t.cells, t.mask),
+        }
+        losses.update(self.supervised_losses(s, batch))
+        return losses
+
+    def with_root(self, main: torch.Tensor, losses: dict[str, torch.Tensor], key: str) -> torch.Tensor:
+        """main + root_weight * losses[key] + any switched-on supervised losses."""
+        total = main + self.hparams.root_weight * losses[key]
+        for extra in ("sup_2d", "sup_3d"):
+            if extra in losses:
+                total = total + losses[extra]
+        return total
+
+    def log_losses(self, losses: dict[str, torch.Tensor], batch_size: int) -> None:
+        self.log_dict({f"train/loss_{k}": v.detach() for k, v in losses.items()}, batch_size=batch_size)
+
+    @staticmethod
+    def pathway(batch: dict[str, Any], batch_idx: int) -> str:
+        """'syn' or 'image': the loader alternates by iteration parity and tags each batch with its source."""
+        source = batch.get("source")
+        if source is None:  # a plain single-source loader
+            source = "syn" if "maps" in batch else "image"
+        return source
+
+    # ------------------------------------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def predict_people(self, images: torch.Tensor) -> tuple[DecodedScene, Any]:
+        """Inference E -> H -> root NMS -> M: people (B, K, ...) with a mask and root confidence."""
+        s = self.h(self.teacher.encode(images))
+        roots = find_roots(s[:, 0], self.hparams.root_threshold, self.hparams.max_people, images.shape[-1])
+        return self.decoder(s, roots.cells, roots.mask), roots
+
+    # ------------------------------------------------------------------------------------------------ validation
+    def on_validation_epoch_start(self) -> None:
+        self._figure_done = False
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        images = batch["image"]
+        scene, _ = self.predict_people(images)
+        t = self.teacher_targets(images)
+        gt = (batch["poses"], batch["joints_2d"], batch["mask"])
+        m = self._metrics
+        for name in ("pck3d_rel", "pck3d_abs", "mpjpe", "student_pck2d"):
+            m[name].update(scene.poses, scene.keypoints, scene.mask, *gt)
+        teacher_3d = t.people.keypoints.new_zeros(*t.people.keypoints.shape[:-1], 3)
+        m["teacher_pck2d"].update(teacher_3d, t.people.keypoints, t.people.mask, *gt)
+        if self.hparams.val_figures and not self._figure_done and self.trainer.is_global_zero:
+            self._figure_done = True
+            log_student_figures(self, images, scene, t.people, batch)
+
+    def on_validation_epoch_end(self) -> None:
+        m = self._metrics
+        values = {
+            "val/pck3d_rel": m["pck3d_rel"].compute().pck_all,
+            "val/pck3d_abs": m["pck3d_abs"].compute().pck_all,
+            "val/mpjpe": m["mpjpe"].compute().mpjpe,
+            "val/student_pck2d": m["student_pck2d"].compute().pck_all,
+            "val/teacher_pck2d": m["teacher_pck2d"].compute().pck_all,
+        }
+        self.log_dict({k: torch.nan_to_num(v.float(), nan=0.0) for k, v in values.items()}, sync_dist=False)
+        for metric in m.values():
+            metric.reset()
+
+
+def _make_metrics() -> torch.nn.ModuleDict:
+    from lightning_mp3d.metrics import MATCH_THRESHOLD_PX_224, MPJPE, PCK2D, PCK3D, PCK3D_ABS_THRESHOLD_MM
+
+    kw = {"match_threshold_px": MATCH_THRESHOLD_PX_224}
+    return torch.nn.ModuleDict(
+        {
+            "pck3d_rel": PCK3D(mode="relative", **kw),
+            "pck3d_abs": PCK3D(threshold=PCK3D_ABS_THRESHOLD_MM, mode="absolute", **kw),
+            "mpjpe": MPJPE(**kw),
+            "student_pck2d": PCK2D(**kw),
+            "teacher_pck2d": PCK2D(**kw),
+        }
+    )
+
+
+def log_student_figures(
+    module: LightningModule, images: torch.Tensor, scene: DecodedScene, teacher: GroupedPeople, batch: dict
+) -> None:
+    """3D skeletons (prediction vs GT, camera frame) and a 2D overlay (student, teacher, GT) of the first image."""
+    import matplotlib.pyplot as plt
+
+    from lightning_mp3d.callbacks.media import log_figure
+    from lightning_mp3d.skeleton import LIMBS
+
+    def draw(ax, points, mask, colour, dims):
+        for person in points[mask]:
+            for a, b in LIMBS:
+                ax.plot(*[person[[a, b], d] for d in dims], color=colour, lw=1.5)
+
+    pred, pmask = scene.poses[0].float().cpu(), scene.mask[0].cpu()
+    gt, gmask = batch["poses"][0].float().cpu(), batch["mask"][0].cpu()
+    fig = plt.figure(figsize=(5, 5))
+    ax = fig.add_subplot(projection="3d")
+    # camera frame x right, y down, z forward: plot (x, z, -y) so up is up
+    draw(ax, torch.stack((pred[..., 0], pred[..., 2], -pred[..., 1]), -1), pmask, "tab:red", (0, 1, 2))
+    draw(ax, torch.stack((gt[..., 0], gt[..., 2], -gt[..., 1]), -1), gmask, "tab:green", (0, 1, 2))
+    ax.set_xlabel("x mm"), ax.set_ylabel("z mm"), ax.set_zlabel("-y mm")
+    ax.set_title("3D: prediction (red) vs GT (green)")
+    log_figure(module, "val/skeleton_3d", fig)
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.imshow(
+        images[0].permute(1, 2, 0).float().cpu().clamp(0, 1).numpy(), extent=(0, images.shape[-1], images.shape[-2], 0)
+    )
+    draw(ax, batch["joints_2d"][0].float().cpu(), gmask, "tab:green", (0, 1))
+    draw(ax, teacher.keypoints[0].float().cpu(), teacher.mask[0].cpu(), "tab:blue", (0, 1))
+    draw(ax, scene.keypoints[0].float().cpu(), pmask, "tab:red", (0, 1))
+    ax.set_xlim(0, images.shape[-1]), ax.set_ylim(images.shape[-2], 0)
+    ax.set_title("2D: student (red), teacher (blue), GT (green)")
+    log_figure(module, "val/overlay_2d", fig)

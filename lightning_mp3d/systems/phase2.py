@@ -1,0 +1,49 @@
+"""Stage 4: phase-2 self-supervision (paper 3.3). H only, G frozen; L_recon on D_syn and L_ss on D_I, one Adam each.
+
+L_distl is dropped; the teacher still supplies the roots of I where L_ss (and the root heatmap loss) are computed.
+``use_ss=False`` keeps only L_recon (an ablation row).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from lightning_mp3d.systems.common import CrossModalStage
+
+RECON, SS = 0, 1
+
+
+class Phase2SelfSupervised(CrossModalStage):
+    """H only (G frozen from phase 1); optimizers 0 = L_recon (H), 1 = L_ss (H).
+
+    Switches ``use_recon``/``use_adapt``/``use_ss`` and all other arguments: see ``CrossModalStage``.
+    """
+
+    stage_name = "phase2"
+    init_stage = "phase1"
+    init_modules = ("g", "h")
+    uses_g = True
+
+    def frozen_modules(self) -> list[torch.nn.Module]:
+        return super().frozen_modules() + ([self.g] if self.g is not None else [])
+
+    def configure_optimizers(self) -> Any:
+        h = list(self.h.parameters())
+        return [self._adam(h), self._adam(h)]
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        if self.pathway(batch, batch_idx) == "syn" and self.hparams.use_recon:
+            losses = self.recon_losses(batch)
+            self.run_optimizer(RECON, self.with_root(losses["recon"], losses, "root_syn"))
+            size = batch["maps"].shape[0]
+        elif self.pathway(batch, batch_idx) == "image" and self.hparams.use_ss:
+            losses = self.ss_losses(batch)
+            self.run_optimizer(SS, self.with_root(losses["ss"], losses, "root_image"))
+            size = batch["image"].shape[0]
+        else:
+            losses, size = {}, 1
+        if losses:
+            self.log_losses(losses, size)
+        self.step_schedulers()

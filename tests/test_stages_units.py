@@ -1,0 +1,122 @@
+"""Stage internals without a Trainer: which parameters each optimizer and loss can move, the alternating loader, and
+L_ss through the whole student pathway."""
+
+import pytest
+import torch
+
+from lightning_mp3d.datamodules.cross_modal import AlternatingLoader, CrossModalDataModule
+from lightning_mp3d.datamodules.dsyn import make_dsyn_batch
+from lightning_mp3d.grouping import GroupedPeople
+from lightning_mp3d.synth.render import synthetic_batch
+from lightning_mp3d.systems import DistillationWarmup, Phase1Alignment, Phase2SelfSupervised
+from lightning_mp3d.systems import common as common_module
+from lightning_mp3d.systems.common import ImageTargets
+from lightning_mp3d.transforms import flip_transform, identity_transform
+from tests.test_stages_fixtures import make_frozen_checkpoints
+
+
+@pytest.fixture(scope="module")
+def frozen(tmp_path_factory):
+    return make_frozen_checkpoints(tmp_path_factory.mktemp("frozen"))
+
+
+@pytest.fixture(scope="module")
+def batches():
+    gen = torch.Generator().manual_seed(0)
+    return make_dsyn_batch(2, gen), synthetic_batch(2, "target", gen)
+
+
+def _system(cls, frozen, **kw):
+    teacher, aae = frozen
+    system = cls(teacher_checkpoint=str(teacher), aae_checkpoint=str(aae), g_hidden=8, h_width=8, h_fc_channels=8, **kw)
+    system.build()
+    return system
+
+
+def _ids(params):
+    return {id(p) for p in params}
+
+
+def test_optimizers_hold_exactly_their_modules(frozen):
+    p1 = _system(Phase1Alignment, frozen)
+    g, h = _ids(p1.g.parameters()), _ids(p1.h.parameters())
+    recon, distl, adapt = [_ids(o["optimizer"].param_groups[0]["params"]) for o in p1.configure_optimizers()]
+    assert recon == g | h and distl == h and adapt == g
+    p2 = _system(Phase2SelfSupervised, frozen)
+    h2 = _ids(p2.h.parameters())
+    assert all(_ids(o["optimizer"].param_groups[0]["params"]) == h2 for o in p2.configure_optimizers())
+    assert all(not p.requires_grad for p in p2.g.parameters()) and not p2.g.training
+    d = _system(DistillationWarmup, frozen)
+    assert d.g is None
+    assert _ids(d.configure_optimizers()[0]["optimizer"].param_groups[0]["params"]) == _ids(d.h.parameters())
+    frozen_ids = _ids(p1.teacher.parameters()) | _ids(p1.decoder.parameters())
+    assert not frozen_ids & (recon | distl | adapt)
+
+
+def _grads(system, loss):
+    system.zero_grad(set_to_none=True)
+    loss.backward()
+    return {
+        name: any(p.grad is not None and p.grad.abs().sum() > 0 for p in getattr(system, name).parameters())
+        for name in ("g", "h", "teacher", "decoder")
+    }
+
+
+def test_each_loss_reaches_only_its_modules(frozen, batches):
+    syn, images = batches
+    p1 = _system(Phase1Alignment, frozen)
+    assert _grads(p1, p1.adapt_loss(syn)) == {"g": True, "h": False, "teacher": False, "decoder": False}
+    recon = p1.recon_losses(syn)
+    assert _grads(p1, recon["recon"]) == {"g": True, "h": True, "teacher": False, "decoder": False}
+    distl = p1.distill_losses(images)
+    assert _grads(p1, distl["distl"] + distl["root_image"])["g"] is False
+    p2 = _system(Phase2SelfSupervised, frozen)
+    p2.setup("validate")
+    grads = _grads(p2, p2.recon_losses(syn)["recon"])
+    assert grads == {"g": False, "h": True, "teacher": False, "decoder": False}
+
+
+def test_ss_loss_of_the_student_is_zero_for_the_identity_transform(frozen, batches, monkeypatch):
+    _, images = batches
+    p2 = _system(Phase2SelfSupervised, frozen)
+    p2.setup("validate")
+    # the random tiny teacher finds nobody: let it "find" the GT people so that L_ss compares real roots
+    people = GroupedPeople(
+        images["joints_2d"], torch.ones(images["mask"].shape + (15,)), images["mask"], images["roots_px"]
+    )
+    targets = ImageTargets(p2.teacher.encode(images["image"]), people, images["root_cells"], images["mask"])
+    monkeypatch.setattr(p2, "teacher_targets", lambda _: targets)
+    monkeypatch.setattr(common_module, "random_spatial_transform", lambda b, *a, **k: identity_transform(b))
+    assert p2.ss_losses(images)["ss"] < 0.05  # pixels; only float32 resampling noise in I' = I
+    flip = lambda b, *a, **k: flip_transform(b)  # noqa: E731
+    monkeypatch.setattr(common_module, "random_spatial_transform", flip)
+    assert p2.ss_losses(images)["ss"] > 0.05  # an untrained H is not flip-equivariant: the loss sees it
+
+
+def test_alternating_loader_alternates_and_resumes():
+    loader = AlternatingLoader({"syn": [{"x": i} for i in range(3)], "image": [{"x": 10 + i} for i in range(2)]}, 8)
+    out = list(loader)
+    assert [b["source"] for b in out] == ["syn", "image"] * 4
+    assert [b["x"] for b in out] == [0, 10, 1, 11, 2, 10, 0, 11]  # each stream restarts when it runs out
+    it = iter(loader)
+    next(it), next(it), next(it)
+    state = loader.state_dict()
+    assert state["position"] == 3
+    resumed = AlternatingLoader({"syn": [{"x": 0}], "image": [{"x": 1}]}, 8)
+    resumed.load_state_dict(state)
+    assert [b["source"] for b in resumed] == ["image", "syn", "image", "syn", "image"]
+    with pytest.raises(ValueError, match="multiple"):
+        AlternatingLoader({"syn": [], "image": []}, 3)
+
+
+def test_cross_modal_datamodule_yields_one_source_per_step():
+    dm = CrossModalDataModule(
+        syn={"batch_size": 2, "train_batches": 2}, images={"batch_size": 2, "batches_per_epoch": 1}, batches_per_epoch=4
+    )
+    dm.setup("fit")
+    out = list(dm.train_dataloader())
+    assert [b["source"] for b in out] == ["syn", "image", "syn", "image"]
+    assert all(("maps" in b) == (b["source"] == "syn") and ("image" in b) == (b["source"] == "image") for b in out)
+    assert not torch.equal(out[1]["image"], out[3]["image"])  # the image stream restarted with a new epoch
+    with pytest.raises(ValueError, match="even"):
+        CrossModalDataModule(batches_per_epoch=3)

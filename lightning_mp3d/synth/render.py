@@ -281,9 +281,19 @@ def _draw_colours(style: DomainStyle, b: int, p: int, generator, device, dtype) 
 
 
 def _value_noise(b: int, size: tuple[int, int], cells: int, generator, device, dtype) -> torch.Tensor:
-    """Smooth noise (B, 1, H, W) in [-1, 1] from a cells x cells random lattice, bilinear upsampled."""
+    """Smooth noise (B, 1, H, W) in [-1, 1] from a cells x cells random lattice, bicubic upsampled."""
     lattice = _uniform((b, 1, cells, cells), (-1.0, 1.0), generator, device, dtype)
-    return F.interpolate(lattice, size=size, mode="bicubic", align_corners=False).clamp(-1.0, 1.0)
+    # bicubic upsampling is separable and linear: rows (H, cells) @ lattice @ cols (cells, W), the same values as
+    # F.interpolate(lattice, size, mode="bicubic") up to float rounding, as two small matmuls
+    rows = _bicubic_matrix(cells, size[0], device, dtype)
+    cols = _bicubic_matrix(cells, size[1], device, dtype)
+    return (rows @ lattice @ cols.T).clamp_(-1.0, 1.0)
+
+
+def _bicubic_matrix(n: int, out: int, device, dtype) -> torch.Tensor:
+    """(out, n) weights of F.interpolate's bicubic (align_corners=False) resampling of n samples to out."""
+    eye = torch.eye(n, device=device, dtype=dtype).view(1, 1, n, n)
+    return F.interpolate(eye, size=(out, n), mode="bicubic", align_corners=False)[0, 0]
 
 
 def _draw_background(style: DomainStyle, b: int, h: int, w: int, generator, device, dtype) -> torch.Tensor:
@@ -297,45 +307,57 @@ def _draw_background(style: DomainStyle, b: int, h: int, w: int, generator, devi
     top, bottom = _hsv_to_rgb(hue, sat, val).unbind(1)  # (B, 3) each
     bg = top.view(b, 3, 1, 1) + (bottom - top).view(b, 3, 1, 1) * yy.unsqueeze(1)  # (B, 3, H, 1)
     bg = bg.expand(b, 3, h, w)
-    texture = 0.5 * _value_noise(b, (h, w), 6, generator, device, dtype)
-    texture = texture + 0.3 * _value_noise(b, (h, w), 14, generator, device, dtype)
-    texture = texture + 0.2 * _value_noise(b, (h, w), 40, generator, device, dtype)
-    bg = bg + style.bg_noise * texture
-    # perspective checker floor below a random horizon
+    texture = _value_noise(b, (h, w), 6, generator, device, dtype).mul_(0.5)
+    texture.add_(_value_noise(b, (h, w), 14, generator, device, dtype), alpha=0.3)
+    texture.add_(_value_noise(b, (h, w), 40, generator, device, dtype), alpha=0.2)
+    # value-noise texture, perspective checker floor below a random horizon and wall stripes above it are all
+    # grey-level offsets: sum them into one (B, 1, H, W) field and add it once
+    offset = texture.mul_(style.bg_noise)
     horizon = _uniform((b, 1, 1), (0.35, 0.65), generator, device, dtype)
     tile = _uniform((b, 1, 1), (0.3, 0.8), generator, device, dtype)
-    below = (yy - horizon).clamp(min=1e-3)
-    floor_z = 0.15 / below  # distance along the floor
-    floor_x = (xx - 0.5) * floor_z
-    checker = ((torch.floor(floor_x / tile) + torch.floor(floor_z / tile)) % 2.0) * 2.0 - 1.0  # (B, H, W)
-    fade = (yy > horizon).to(dtype) * (1.0 - torch.exp(-below * 8.0))
-    bg = bg + style.bg_floor * (checker * fade).unsqueeze(1)
-    # wall stripes above the horizon
+    if style.bg_floor != 0.0:
+        below = (yy - horizon).clamp(min=1e-3)
+        floor_z = 0.15 / below  # distance along the floor
+        floor_x = (xx - 0.5) * floor_z
+        checker = ((torch.floor(floor_x / tile) + torch.floor(floor_z / tile)) % 2.0) * 2.0 - 1.0  # (B, H, W)
+        fade = (yy > horizon).to(dtype) * (1.0 - torch.exp(-below * 8.0))
+        offset = offset + style.bg_floor * (checker * fade).unsqueeze(1)
     angle = _uniform((b, 1, 1), (0.0, math.pi), generator, device, dtype)
     period = _uniform((b, 1, 1), (0.03, 0.12), generator, device, dtype)
     phase = _uniform((b, 1, 1), (0.0, 2 * math.pi), generator, device, dtype)
-    wave = torch.sin(2 * math.pi * (xx * angle.cos() + yy * angle.sin()) / period + phase)
-    bg = bg + style.bg_stripes * (wave * (yy <= horizon).to(dtype)).unsqueeze(1)
-    # clutter: axis-aligned ellipses and boxes of random colours
+    if style.bg_stripes != 0.0:
+        wave = torch.sin(2 * math.pi * (xx * angle.cos() + yy * angle.sin()) / period + phase)
+        offset = offset + style.bg_stripes * (wave * (yy <= horizon).to(dtype)).unsqueeze(1)
+    bg = bg + offset  # (B, 3, H, W)
+    # clutter: axis-aligned ellipses and boxes of random colours, evaluated inside their bounding boxes only
     k = _CLUTTER
     centre = _uniform((b, k, 2), (0.0, 1.0), generator, device, dtype)
     half = _uniform((b, k, 2), (0.03, 0.15), generator, device, dtype)
     is_box = _uniform((b, k), (0.0, 1.0), generator, device, dtype) < 0.5
     present = _uniform((b, k), (0.0, 1.0), generator, device, dtype) < style.bg_clutter_prob
     colour = _hsv_to_rgb(*_uniform((b, k, 3), (0.0, 1.0), generator, device, dtype).unbind(-1))  # (B, K, 3)
-    dx = (xx.unsqueeze(1) - centre[..., 0, None, None]) / half[..., 0, None, None]  # (B, K, 1, W)
-    dy = (yy.unsqueeze(1) - centre[..., 1, None, None]) / half[..., 1, None, None]  # (B, K, H, 1)
+    wh = torch.tensor([w, h], device=device, dtype=dtype)
+    item, x, y = _box_fragments(
+        ((centre - half) * wh - 1.5).view(-1, 2), ((centre + half) * wh + 0.5).view(-1, 2), present.view(-1), h, w
+    )
+    if item.numel() == 0:
+        return bg.clamp_(0.0, 1.0)
+    c, hf = centre.view(-1, 2)[item], half.view(-1, 2)[item]  # (F, 2)
+    dx = ((x.to(dtype) + 0.5) / w - c[:, 0]) / hf[:, 0]
+    dy = ((y.to(dtype) + 0.5) / h - c[:, 1]) / hf[:, 1]
     ellipse = dx.square() + dy.square() < 1.0
     box = torch.maximum(dx.abs(), dy.abs()) < 1.0
-    inside = torch.where(is_box[..., None, None], box, ellipse) & present[..., None, None]  # (B, K, H, W)
+    inside = torch.where(is_box.view(-1)[item], box, ellipse)
     # the last present shape covering a pixel wins
-    order = torch.arange(1, k + 1, device=device).view(1, k, 1, 1)
-    top_shape = (inside * order).amax(1)  # (B, H, W), 0 = none
-    shape_colour = torch.gather(
-        torch.cat((colour.new_zeros(b, 1, 3), colour), 1).transpose(1, 2), 2, top_shape.view(b, 1, -1).expand(b, 3, -1)
-    ).view(b, 3, h, w)
-    bg = torch.where((top_shape > 0).unsqueeze(1), 0.85 * shape_colour + 0.15 * bg, bg)
-    return bg.clamp(0.0, 1.0)
+    bi = torch.div(item, k, rounding_mode="floor")
+    top_shape = torch.zeros(b * h * w, device=device, dtype=torch.long)
+    top_shape.scatter_reduce_(0, ((bi * h + y) * w + x)[inside], (item % k + 1)[inside], "amax")
+    # blend the shape colours in at the covered pixels only
+    covered = top_shape.nonzero().squeeze(1)  # (N,) linear (b, row, col)
+    img_i, pix = torch.div(covered, h * w, rounding_mode="floor"), covered % (h * w)
+    flat = bg.view(b, 3, h * w)
+    flat[img_i, :, pix] = 0.85 * colour[img_i, top_shape[covered] - 1] + 0.15 * flat[img_i, :, pix]
+    return bg.clamp_(0.0, 1.0)
 
 
 def _draw(style: DomainStyle, b: int, p: int, h: int, w: int, generator, device, dtype) -> _Draws:
@@ -358,7 +380,7 @@ def _draw(style: DomainStyle, b: int, p: int, h: int, w: int, generator, device,
     vignette = _uniform((b,), style.vignette, generator, device, dtype)
     blur = _uniform((b,), style.blur_sigma, generator, device, dtype)
     noise_std = _uniform((b,), style.noise_std, generator, device, dtype)
-    noise = _normal((b, 3, h, w), generator, device, dtype) * noise_std.view(b, 1, 1, 1)
+    noise = _normal((b, 3, h, w), generator, device, dtype).mul_(noise_std.view(b, 1, 1, 1))
     return _Draws(
         colours, stripes, stripe_freq, scale, hairline, light, ambient, diffuse, background, gain, vignette, blur, noise
     )
@@ -368,64 +390,62 @@ def _draw(style: DomainStyle, b: int, p: int, h: int, w: int, generator, device,
 # rasterisation
 
 
-class _Part(NamedTuple):
-    z: torch.Tensor  # (B, P, H, W) surface depth, +inf outside
-    normal: torch.Tensor  # (B, P, 3, H, W) or (B, P, 3, 1, 1)
-    along: torch.Tensor  # (B, P, H, W) or broadcastable, position along the part in [0, 1] (for stripes)
+# Every (image, person, part) is an *item*. An item is evaluated only at the pixels of its screen-space bounding
+# box: the boxes' pixels are enumerated into one flat list of *fragments* (item, pixel), so the work grows with
+# the area the bodies cover, not with B x P x parts x H x W. A fragment's depth and the item's draw order pack
+# into one int64 key; a scatter-amin of the keys is the z-buffer, and only the winning fragment of each pixel is
+# shaded. Ties go to the earlier part, then the lower person index.
+
+_ORDER_BITS = 20  # draw order (part * P + person) in the low bits of a z-buffer key
+_PART_ORDER = {"capsule": 0, "torso": len(_CAPSULES), "head": len(_CAPSULES) + len(_TORSO_TRIANGLES)}
+# capsule parts (the head sphere is the 15th, a capsule of zero length)
+_CAP_A = tuple(c[0] for c in _CAPSULES) + (1,)
+_CAP_B = tuple(c[1] for c in _CAPSULES) + (2,)
+_CAP_T0 = tuple(c[2] for c in _CAPSULES) + (_HEAD_CENTRE,)
+_CAP_T1 = tuple(c[3] for c in _CAPSULES) + (_HEAD_CENTRE,)
+_CAP_RADIUS = tuple(c[4] for c in _CAPSULES) + (_HEAD_RADIUS_MM,)
+_CAP_SLOT = tuple(c[5] for c in _CAPSULES) + (2,)  # head: skin, or hair (slot 4) per pixel
+_CAP_ORDER = tuple(range(len(_CAPSULES))) + (_PART_ORDER["head"],)
+_NUM_CAP = len(_CAP_A)
 
 
-def _capsule(uv_a, uv_b, z_a, z_b, radius_mm, focal, px, py) -> _Part:
-    """A capsule between two projected points with perspective radius. Inputs (B, P, 2), (B, P), px (W,), py (H,)."""
-    d = uv_b - uv_a  # (B, P, 2)
-    length2 = d.square().sum(-1).clamp(min=1e-6)
-    rx = px.view(1, 1, 1, -1) - uv_a[..., 0, None, None]  # (B, P, 1, W)
-    ry = py.view(1, 1, -1, 1) - uv_a[..., 1, None, None]  # (B, P, H, 1)
-    t = ((rx * d[..., 0, None, None] + ry * d[..., 1, None, None]) / length2[..., None, None]).clamp(0.0, 1.0)
-    ox = rx - t * d[..., 0, None, None]  # (B, P, H, W) offset from the axis
-    oy = ry - t * d[..., 1, None, None]
-    z_axis = z_a[..., None, None] + t * (z_b - z_a)[..., None, None]
-    r_px = focal * radius_mm[..., None, None] / z_axis.clamp(min=1.0)
-    q = (ox.square() + oy.square()) / r_px.square()
-    bulge = (1.0 - q).clamp(min=0.0).sqrt()
-    z = torch.where(q < 1.0, z_axis - radius_mm[..., None, None] * bulge, torch.full_like(q, math.inf))
-    normal = torch.stack((ox / r_px, oy / r_px, -bulge), 2)  # (B, P, 3, H, W)
-    return _Part(z, normal, t)
+def _sortable_key(z: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """Depths (F,) and draw orders (F,) long -> int64 keys whose order is (z, order) lexicographic.
+
+    Depths compare as float32 (a float64 input keeps its order up to float32 ties, broken by draw order).
+    """
+    bits = z.float().view(torch.int32).long()
+    bits = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits) + (1 << 31)  # monotonic in z, in [0, 2^32)
+    return (bits << _ORDER_BITS) | order
 
 
-def _head(neck, top, uv_c, z_c, radius_mm, focal, px, py, facing, hairline, uv_neck) -> tuple[_Part, torch.Tensor]:
-    """Head sphere; returns the part and a hair mask (B, P, H, W)."""
-    r_px = focal * radius_mm / z_c.clamp(min=1.0)  # (B, P)
-    ox = px.view(1, 1, 1, -1) - uv_c[..., 0, None, None]
-    oy = py.view(1, 1, -1, 1) - uv_c[..., 1, None, None]
-    nx, ny = ox / r_px[..., None, None], oy / r_px[..., None, None]
-    nx, ny = torch.broadcast_tensors(nx, ny)
-    q = nx.square() + ny.square()
-    bulge = (1.0 - q).clamp(min=0.0).sqrt()
-    z = torch.where(q < 1.0, z_c[..., None, None] - radius_mm[..., None, None] * bulge, torch.full_like(q, math.inf))
-    up = uv_c - uv_neck
-    up = up / up.norm(dim=-1, keepdim=True).clamp(min=1e-6)  # (B, P, 2)
-    height = nx * up[..., 0, None, None] + ny * up[..., 1, None, None]
-    hair = (height > hairline[..., None, None]) | ~facing[..., None, None]
-    return _Part(z, torch.stack((nx, ny, -bulge), 2), height.clamp(0.0, 1.0)), hair
+def _box_fragments(lo: torch.Tensor, hi: torch.Tensor, keep: torch.Tensor, height: int, width: int):
+    """Enumerate the pixels of per-item boxes.
 
+    Args:
+        lo, hi: (N, 2) float box corners (x, y) in pixel-index units: pixels floor(lo) .. floor(hi), inclusive.
+        keep: (N,) bool, items to enumerate at all.
+        height, width: image H and W; boxes are clipped to it.
 
-def _triangle(uv, z, tri, normal, px, py) -> _Part:
-    """A flat triangle of joints ``tri`` with per-vertex depth; ``normal`` (B, P, 3) is constant."""
-    (x0, y0), (x1, y1), (x2, y2) = (uv[:, :, i].unbind(-1) for i in tri)
-    denom = (y1 - y2) * (x0 - x2) + (x2 - x1) * (y0 - y2)  # (B, P)
-    ok = denom.abs() > 1e-3
-    denom = torch.where(ok, denom, torch.ones_like(denom))[..., None, None]
-    gx = px.view(1, 1, 1, -1) - x2[..., None, None]  # (B, P, 1, W)
-    gy = py.view(1, 1, -1, 1) - y2[..., None, None]  # (B, P, H, 1)
-    w0 = ((y1 - y2)[..., None, None] * gx + (x2 - x1)[..., None, None] * gy) / denom
-    w1 = ((y2 - y0)[..., None, None] * gx + (x0 - x2)[..., None, None] * gy) / denom
-    w2 = 1.0 - w0 - w1
-    inside = (w0 >= 0) & (w1 >= 0) & (w2 >= 0) & ok[..., None, None]
-    zz = w0 * z[:, :, tri[0], None, None] + w1 * z[:, :, tri[1], None, None] + w2 * z[:, :, tri[2], None, None]
-    zz = torch.where(inside, zz - _TORSO_FRONT_MM, torch.full_like(zz, math.inf))
-    # vertical position for stripes: 0 at the shoulders, 1 at the hips
-    along = w2 if tri == _TORSO_TRIANGLES[0] else (w1 + w2)
-    return _Part(zz, normal[..., None, None], along)
+    Returns:
+        item (F,), x (F,), y (F,) long: the item and pixel column/row of every fragment.
+    """
+    device = lo.device
+    finite = torch.isfinite(lo).all(-1) & torch.isfinite(hi).all(-1)
+    size = torch.tensor([width, height], device=device)
+    lo_i = torch.where(finite.unsqueeze(-1), lo, 0.0).clamp(-1.0, max(width, height)).floor().long().clamp(min=0)
+    hi_i = torch.where(finite.unsqueeze(-1), hi, -1.0).clamp(-1.0, max(width, height)).floor().long()
+    hi_i = torch.minimum(hi_i, size - 1)
+    wh = (hi_i - lo_i + 1).clamp(min=0)  # (N, 2)
+    count = torch.where(keep & finite, wh[:, 0] * wh[:, 1], 0)
+    total = int(count.sum())
+    item = torch.repeat_interleave(torch.arange(len(count), device=device), count, output_size=total)
+    start = torch.cumsum(count, 0) - count
+    local = torch.arange(total, device=device) - start[item]
+    w = wh[item, 0]
+    row, col = torch.div(local, w, rounding_mode="floor"), local % w
+    lo_f = lo_i[item]
+    return item, lo_f[:, 0] + col, lo_f[:, 1] + row
 
 
 def rasterize_bodies(
@@ -446,8 +466,8 @@ def rasterize_bodies(
 ) -> BodyRaster:
     """Z-buffered, shaded bodies of every person in every image.
 
-    Loops over the 17 body parts only; each part is evaluated for all images, people and pixels at once
-    (B x P x H x W values), so callers bound memory by chunking the batch.
+    Each (image, person, part) is evaluated only inside its screen-space bounding box, so time and memory grow
+    with the image area the bodies cover (at most B x P x 17 x H x W values, typically a few x B x H x W).
 
     Args:
         poses: (B, P, 15, 3) camera-frame joints, millimetres.
@@ -465,7 +485,10 @@ def rasterize_bodies(
         BodyRaster(rgb (B, 3, H, W), owner (B, H, W), depth (B, H, W)).
     """
     b, p = mask.shape
+    s = image_size
     device, dtype = poses.device, poses.dtype
+    if p * (len(_CAPSULES) + len(_TORSO_TRIANGLES) + 1) >= 1 << _ORDER_BITS:
+        raise ValueError(f"too many people per image for the z-buffer keys: {p}")
     intr = intrinsics or Intrinsics.for_image(image_size)
     ones = torch.ones(b, p, device=device, dtype=dtype)
     scale = ones if scale is None else scale
@@ -477,10 +500,6 @@ def rasterize_bodies(
         light = light / light.norm(dim=-1, keepdim=True)
     ambient = torch.full((b,), 0.55, device=device, dtype=dtype) if ambient is None else ambient
     diffuse = torch.full((b,), 0.45, device=device, dtype=dtype) if diffuse is None else diffuse
-
-    px = torch.arange(image_size, device=device, dtype=dtype) + 0.5
-    py = px
-    z = poses[..., 2]  # (B, P, 15)
     focal = intr.focal
 
     # facing direction: normal of (r_shoulder, l_shoulder, hip centre) towards the front of the body
@@ -489,72 +508,118 @@ def rasterize_bodies(
     # right-to-left x shoulder-to-hip points out of the chest for a person in our canonical frame
     front = front / front.norm(dim=-1, keepdim=True).clamp(min=1e-6)
     facing = front[..., 2] < 0.0  # chest towards the camera
-    torso_normal = torch.where(facing.unsqueeze(-1), front, -front)
+    torso_normal = torch.where(facing.unsqueeze(-1), front, -front)  # (B, P, 3)
 
-    zbuf = torch.full((b, image_size, image_size), math.inf, device=device, dtype=dtype)
-    owner = torch.full((b, image_size, image_size), -1, device=device, dtype=torch.long)
-    rgb = torch.zeros(b, 3, image_size, image_size, device=device, dtype=dtype)
-    valid = mask[..., None, None]
+    # ---- capsules (and the head sphere): items (B, P, 15)
+    ja, jb = list(_CAP_A), list(_CAP_B)
+    t0 = torch.tensor(_CAP_T0, device=device, dtype=dtype).view(1, 1, -1, 1)
+    t1 = torch.tensor(_CAP_T1, device=device, dtype=dtype).view(1, 1, -1, 1)
+    pa, pb = poses[:, :, ja], poses[:, :, jb]  # (B, P, 15, 3)
+    pa3, pb3 = pa + t0 * (pb - pa), pa + t1 * (pb - pa)
+    ua = torch.where(t0 == 0.0, joints_2d[:, :, ja], _project(pa3, intr))  # (B, P, 15, 2)
+    ub = torch.where(t1 == 1.0, joints_2d[:, :, jb], _project(pb3, intr))
+    radius = torch.tensor(_CAP_RADIUS, device=device, dtype=dtype) * scale.unsqueeze(-1)  # (B, P, 15)
+    za, zb = pa3[..., 2], pb3[..., 2]
+    r_max = focal * radius / torch.minimum(za, zb).clamp(min=1.0)  # px, the widest the capsule gets
+    lo = torch.minimum(ua, ub) - r_max.unsqueeze(-1) - 1.0
+    hi = torch.maximum(ua, ub) + r_max.unsqueeze(-1) + 1.0
+    keep = mask.unsqueeze(-1).expand(b, p, _NUM_CAP).reshape(-1)
+    item, x, y = _box_fragments(lo.reshape(-1, 2) - 0.5, hi.reshape(-1, 2) - 0.5, keep, s, s)
+    d = ub - ua
+    length2 = d.square().sum(-1).clamp(min=1e-6)
+    params = torch.cat((ua, d, torch.stack((length2, za, zb - za, radius), -1)), -1).view(-1, 8)[item]  # (F, 8)
+    ua_x, ua_y, d_x, d_y, length2_f, za_f, dz_f, radius_f = params.unbind(-1)
+    rx = x.to(dtype) + 0.5 - ua_x
+    ry = y.to(dtype) + 0.5 - ua_y
+    t = ((rx * d_x + ry * d_y) / length2_f).clamp(0.0, 1.0)
+    ox, oy = rx - t * d_x, ry - t * d_y  # offset from the axis
+    z_axis = za_f + t * dz_f
+    r_px = focal * radius_f / z_axis.clamp(min=1.0)
+    q = (ox.square() + oy.square()) / r_px.square()
+    cap_in = (q < 1.0).nonzero().squeeze(1)
+    item, x, y, q, z_axis, radius_f = item[cap_in], x[cap_in], y[cap_in], q[cap_in], z_axis[cap_in], radius_f[cap_in]
+    bulge = (1.0 - q).clamp(min=0.0).sqrt()
+    cap_z = z_axis - radius_f * bulge
+    part = item % _NUM_CAP
+    cap_bp = torch.div(item, _NUM_CAP, rounding_mode="floor")  # b * P + p
+    cap_order = torch.tensor(_CAP_ORDER, device=device)[part] * p + cap_bp % p
+    cap_pix = (torch.div(cap_bp, p, rounding_mode="floor") * s + y) * s + x
+    cap_key = _sortable_key(cap_z, cap_order)
 
-    def composite(part: _Part, slot: torch.Tensor | int, stripe_on: bool) -> None:
-        nonlocal zbuf, owner, rgb
-        zp = torch.where(valid, part.z, torch.full_like(part.z, math.inf))
-        zmin, who = zp.min(1)  # (B, H, W)
-        better = zmin < zbuf
-        if not bool(better.any()):
-            return
-        normal = part.normal.expand(-1, -1, 3, image_size, image_size)
-        idx = who[:, None, None].expand(b, 1, 3, image_size, image_size)
-        n = torch.gather(normal, 1, idx).squeeze(1)  # (B, 3, H, W)
-        lambert = (n * light[..., None, None]).sum(1).clamp(min=0.0)
-        shade = ambient[:, None, None] + diffuse[:, None, None] * lambert  # (B, H, W)
-        if isinstance(slot, int):
-            base = colours[:, :, slot]  # (B, P, 3)
-            col = torch.gather(base.transpose(1, 2), 2, who.view(b, 1, -1).expand(b, 3, -1)).view(rgb.shape)
-        else:  # per-pixel slot choice (B, P, H, W) of slot indices
-            slot_px = torch.gather(slot, 1, who.unsqueeze(1)).squeeze(1)  # (B, H, W)
-            flat = colours.view(b, p * _NUM_SLOTS, 3)
-            lin = (who * _NUM_SLOTS + slot_px).view(b, 1, -1).expand(b, 3, -1)
-            col = torch.gather(flat.transpose(1, 2), 2, lin).view(rgb.shape)
-        if stripe_on:
-            along = part.along.expand(b, p, image_size, image_size)
-            sq = (torch.sin(2 * math.pi * along * stripe_freq[..., None, None]) > 0).to(dtype)  # (B, P, H, W)
-            amp = torch.gather(stripes[..., None, None].expand_as(sq) * sq, 1, who.unsqueeze(1)).squeeze(1)
-            stripe_col = torch.gather(colours[:, :, 5].transpose(1, 2), 2, who.view(b, 1, -1).expand(b, 3, -1)).view(
-                rgb.shape
-            )
-            col = col + amp.unsqueeze(1) * (stripe_col - col)
-        rgb = torch.where(better.unsqueeze(1), col * shade.unsqueeze(1), rgb)
-        owner = torch.where(better, who, owner)
-        zbuf = torch.where(better, zmin, zbuf)
+    # ---- torso triangles: items (B, P, 2)
+    tri_idx = torch.tensor(_TORSO_TRIANGLES, device=device)  # (2, 3)
+    tri_uv = joints_2d[:, :, tri_idx]  # (B, P, 2, 3, 2)
+    tri_z = poses[:, :, tri_idx, 2]  # (B, P, 2, 3)
+    (x0, y0), (x1, y1), (x2, y2) = (tri_uv[..., i, :].unbind(-1) for i in range(3))
+    denom = (y1 - y2) * (x0 - x2) + (x2 - x1) * (y0 - y2)  # (B, P, 2)
+    ok = (denom.abs() > 1e-3) & mask.unsqueeze(-1)
+    denom = torch.where(ok, denom, torch.ones_like(denom))
+    lo, hi = tri_uv.amin(-2) - 1.0, tri_uv.amax(-2) + 1.0
+    item, x, y = _box_fragments(lo.reshape(-1, 2) - 0.5, hi.reshape(-1, 2) - 0.5, ok.reshape(-1), s, s)
+    tri_params = torch.stack((x2, y2, y1 - y2, x2 - x1, y2 - y0, x0 - x2, denom), -1).view(-1, 7)[item]
+    x2_f, y2_f, a0, b0, a1, b1, denom_f = tri_params.unbind(-1)
+    gx = x.to(dtype) + 0.5 - x2_f
+    gy = y.to(dtype) + 0.5 - y2_f
+    w0 = (a0 * gx + b0 * gy) / denom_f
+    w1 = (a1 * gx + b1 * gy) / denom_f
+    w2 = 1.0 - w0 - w1
+    tri_in = ((w0 >= 0) & (w1 >= 0) & (w2 >= 0)).nonzero().squeeze(1)
+    item, x, y, w0, w1, w2 = item[tri_in], x[tri_in], y[tri_in], w0[tri_in], w1[tri_in], w2[tri_in]
+    tz = tri_z.reshape(-1, 3)[item]
+    tri_z_f = (w0 * tz[:, 0] + w1 * tz[:, 1] + w2 * tz[:, 2]) - _TORSO_FRONT_MM
+    which = item % 2
+    # vertical position for stripes: 0 at the shoulders, 1 at the hips
+    tri_along = torch.where(which == 0, w2, w1 + w2)
+    tri_bp = torch.div(item, 2, rounding_mode="floor")
+    tri_order = (_PART_ORDER["torso"] + which) * p + tri_bp % p
+    tri_pix = (torch.div(tri_bp, p, rounding_mode="floor") * s + y) * s + x
+    tri_key = _sortable_key(tri_z_f, tri_order)
 
-    for a, c, t0, t1, radius, slot in _CAPSULES:
-        pa3 = poses[:, :, a] + t0 * (poses[:, :, c] - poses[:, :, a])
-        pb3 = poses[:, :, a] + t1 * (poses[:, :, c] - poses[:, :, a])
-        ua = joints_2d[:, :, a] if t0 == 0.0 else _project(pa3, intr)
-        ub = joints_2d[:, :, c] if t1 == 1.0 else _project(pb3, intr)
-        part = _capsule(ua, ub, pa3[..., 2], pb3[..., 2], radius * scale, focal, px, py)
-        composite(part, slot, stripe_on=slot in (0, 1))
+    # ---- z-buffer: the smallest (depth, order) key per pixel wins
+    keys = torch.full((b * s * s,), torch.iinfo(torch.int64).max, device=device, dtype=torch.long)
+    keys.scatter_reduce_(0, torch.cat((cap_pix, tri_pix)), torch.cat((cap_key, tri_key)), "amin")
+    cap_win = (cap_key == keys[cap_pix]).nonzero().squeeze(1)
+    tri_win = (tri_key == keys[tri_pix]).nonzero().squeeze(1)
 
-    for tri in _TORSO_TRIANGLES:
-        composite(_triangle(joints_2d, z, tri, torso_normal, px, py), 0, stripe_on=True)
+    # ---- shade the winning fragments only (each pixel has exactly one)
+    ci = cap_in[cap_win]  # into the capsule fragments before the inside test
+    cap_nx, cap_ny = ox[ci] / r_px[ci], oy[ci] / r_px[ci]
+    part = part[cap_win]
+    cap_bp = cap_bp[cap_win]
+    # head: hair above the hairline (along the neck -> head direction on screen) or seen from behind
+    up = ua[:, :, -1] - joints_2d[:, :, 1]
+    up = (up / up.norm(dim=-1, keepdim=True).clamp(min=1e-6)).view(-1, 2)[cap_bp]  # (N, 2)
+    height = cap_nx * up[:, 0] + cap_ny * up[:, 1]
+    hair = (height > hairline.reshape(-1)[cap_bp]) | ~facing.reshape(-1)[cap_bp]
+    cap_slot = torch.tensor(_CAP_SLOT, device=device)[part]
+    cap_slot = torch.where((part == _NUM_CAP - 1) & hair, 4, cap_slot)
+    cap_stripe = torch.tensor([slot in (0, 1) for slot in _CAP_SLOT], device=device)[part]
+    tri_bp = tri_bp[tri_win]
+    normal = torch.cat(
+        (torch.stack((cap_nx, cap_ny, -bulge[cap_win]), -1), torso_normal.reshape(-1, 3)[tri_bp]), 0
+    )  # (N, 3)
+    along = torch.cat((t[ci], tri_along[tri_win]))
+    slot = torch.cat((cap_slot, torch.zeros_like(tri_bp)))
+    stripe_on = torch.cat((cap_stripe, torch.ones_like(tri_bp, dtype=torch.bool)))
+    bp = torch.cat((cap_bp, tri_bp))  # (N,) b * P + p
+    bi = torch.div(bp, p, rounding_mode="floor")
+    pix = torch.cat((cap_pix[cap_win], tri_pix[tri_win]))
+    palette = colours.reshape(-1, _NUM_SLOTS, 3)
+    col = palette[bp, slot]  # (N, 3)
+    square = torch.sin(2 * math.pi * along * stripe_freq.reshape(-1)[bp]) > 0
+    amp = stripes.reshape(-1)[bp] * (square & stripe_on).to(dtype)
+    col = col + amp.unsqueeze(-1) * (palette[bp, 5] - col)
+    lambert = (normal * light[bi]).sum(-1).clamp(min=0.0)
+    shade = ambient[bi] + diffuse[bi] * lambert
 
-    centre = poses[:, :, 1] + _HEAD_CENTRE * (poses[:, :, 2] - poses[:, :, 1])  # (B, P, 3)
-    head, hair = _head(
-        poses[:, :, 1],
-        poses[:, :, 2],
-        _project(centre, intr),
-        centre[..., 2],
-        _HEAD_RADIUS_MM * scale,
-        focal,
-        px,
-        py,
-        facing,
-        hairline,
-        joints_2d[:, :, 1],
-    )
-    composite(head, torch.where(hair, 4, 2), stripe_on=False)
-    return BodyRaster(rgb, owner, zbuf)
+    rgb = torch.zeros(b * s * s, 3, device=device, dtype=dtype)
+    rgb[pix] = col * shade.unsqueeze(-1)
+    owner = torch.full((b * s * s,), -1, device=device, dtype=torch.long)
+    owner[pix] = bp % p
+    depth = torch.full((b * s * s,), math.inf, device=device, dtype=dtype)
+    depth[pix] = torch.cat((cap_z[cap_win], tri_z_f[tri_win]))
+    rgb = rgb.view(b, s, s, 3).permute(0, 3, 1, 2)  # (B, 3, H, W)
+    return BodyRaster(rgb, owner.view(b, s, s), depth.view(b, s, s))
 
 
 def _project(points: torch.Tensor, intr: Intrinsics) -> torch.Tensor:
@@ -653,15 +718,15 @@ def render_images(
         img = torch.where((raster.owner >= 0).unsqueeze(1), raster.rgb, draws.background[sl])
         images.append(img)
         vis.append(_visibility(joints_2d[sl], poses[sl][..., 2], raster.owner, raster.depth, mask[sl], image_size))
-    img = torch.cat(images, 0)
+    img = images[0] if len(images) == 1 else torch.cat(images, 0)
     # lighting and optics for the whole batch
     yy = (torch.arange(h, device=device, dtype=dtype) + 0.5) / h - 0.5
     xx = (torch.arange(w, device=device, dtype=dtype) + 0.5) / w - 0.5
     r2 = (yy.view(-1, 1).square() + xx.view(1, -1).square()) * 2.0  # 1 at the corners
-    img = img * draws.gain.view(b, 3, 1, 1) * (1.0 - draws.vignette.view(b, 1, 1, 1) * r2)
+    img = img.mul_(draws.gain.view(b, 3, 1, 1)).mul_(1.0 - draws.vignette.view(b, 1, 1, 1) * r2)
     if float(draws.blur.max()) > 0.05:
         img = _gaussian_blur(img, draws.blur)
-    img = (img + draws.noise).clamp(0.0, 1.0)
+    img = img.add_(draws.noise).clamp_(0.0, 1.0)
     return RenderedImages(img, torch.cat(vis, 0))
 
 

@@ -159,7 +159,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="W&B mode for every stage (default: $WANDB_MODE or offline)",
     )
+    parser.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        metavar="STAGE:ARG",
+        help="extra 'lightning fit' argument for one stage or 'all', e.g. --extra=all:--trainer.max_epochs=1 "
+        "(part of the stage's fingerprint)",
+    )
+    parser.add_argument("--eval-images", type=int, default=128, help="size of the held-out target test set")
     return parser.parse_args(argv)
+
+
+def parse_extra(items: list[str]) -> dict[str, list[str]]:
+    """``["all:--a=1", "aae:--b=2"]`` -> per-stage argument lists (``all`` applies to every stage)."""
+    extra: dict[str, list[str]] = {name: [] for name in STAGES}
+    for item in items:
+        stage, sep, arg = item.partition(":")
+        if not sep or (stage != "all" and stage not in STAGES):
+            raise SystemExit(f"--extra expects STAGE:ARG with STAGE in all,{','.join(STAGES)}; got {item!r}")
+        for name in STAGES if stage == "all" else (stage,):
+            extra[name].append(arg)
+    return extra
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -174,12 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     env["WANDB_MODE"] = args.wandb or env.get("WANDB_MODE", "offline")
     env.setdefault("WANDB_RUN_GROUP", f"chain-{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
     start = time.time()
-    run_chain(args.preset, stages, {}, env)
+    run_chain(args.preset, stages, parse_extra(args.extra), env)
     print(f"[pipeline] stages done in {time.time() - start:.0f} s", flush=True)
     if not args.skip_eval:
         from lightning_mp3d.report import evaluate_chain
 
-        evaluate_chain(Path("runs"), Path("results"), preset=args.preset)
+        evaluate_chain(Path("runs"), Path("results"), preset=args.preset, num_images=args.eval_images)
     return 0
 
 

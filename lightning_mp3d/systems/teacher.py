@@ -1,0 +1,173 @@
+"""Stage 0 ``teacher``: trains the embedded teacher {E, F} on the source image domain (2D labels only).
+
+Run with ``lightning fit --config configs/stage_teacher.yaml``; later stages get the frozen teacher with
+``lightning_mp3d.models.teacher.load_teacher("runs/teacher/checkpoints/last.ckpt")``.
+
+Loss: Cao et al.'s heatmap + PAF L2 regression on both stages' outputs (intermediate supervision); targets are
+``synth.maps.render_maps`` of the batch's ``joints_2d`` / ``mask`` (and ``visibility`` when ``use_visibility``).
+Validation on each of the datamodule's held-out sets (``val_styles``, e.g. source and target): PAF grouping of the
+teacher's maps, then 2D-PCK at 25 px and 2D-MPJPE (``metrics.PCK2D``) as ``val/<style>/pck2d``,
+``val/<style>/pck2d_matched``, ``val/<style>/mpjpe2d``, the regression loss as ``val/<style>/loss``, and a PNG of
+predicted maps and skeletons (``val/<style>/teacher``). The source-target gap is the teacher's dataset bias.
+"""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import torch
+from lightning.pytorch import LightningModule
+from torch import nn
+
+from lightning_mp3d.callbacks.media import log_figure
+from lightning_mp3d.losses.teacher import teacher_loss
+from lightning_mp3d.metrics import PCK2D
+from lightning_mp3d.models.teacher import EmbeddedTeacher
+from lightning_mp3d.skeleton import LIMBS
+from lightning_mp3d.synth.maps import render_maps
+
+
+class TeacherPretraining(LightningModule):
+    """Stage 0: the embedded teacher trained on source-domain renders.
+
+    Args:
+        width: width multiplier of the OpenPose-family teacher (1.0 = OpenPose widths).
+        lr: Adam learning rate.
+        weight_decay: Adam weight decay.
+        lr_decay_step: optimizer step at which the learning rate drops 10x (None: never).
+        sigma_px: target heatmap Gaussian sigma, pixels (as ``render_maps``).
+        paf_width_px: target PAF half-width, pixels (as ``render_maps``).
+        use_visibility: render targets only for visible joints (False: every joint of every person is labelled,
+            occluded ones included).
+        peak_threshold: heatmap peak threshold of the grouping used in validation (and stored for ``load_teacher``).
+        pck_threshold_px: 2D-PCK threshold (25 px in the paper).
+        match_threshold_px: per-joint box half-size of the MuPoTS-style person matching on 224 px images.
+        num_figure_images: images per validation set in the logged figure (0: none).
+    """
+
+    def __init__(
+        self,
+        width: float = 1.0,
+        lr: float = 1e-4,
+        weight_decay: float = 0.0,
+        lr_decay_step: int | None = None,
+        sigma_px: float = 7.0,
+        paf_width_px: float = 8.0,
+        use_visibility: bool = False,
+        peak_threshold: float = 0.1,
+        pck_threshold_px: float = 25.0,
+        match_threshold_px: float = 25.0,
+        num_figure_images: int = 4,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.teacher = EmbeddedTeacher(width=width, peak_threshold=peak_threshold)
+        self.val_names: list[str] = ["source", "target"]
+        self.val_pck = nn.ModuleDict()
+        self._figure_batches: dict[str, dict[str, torch.Tensor]] = {}
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        self.val_names = list(getattr(dm, "val_styles", self.val_names))
+        for name in self.val_names:
+            if name not in self.val_pck:
+                self.val_pck[name] = PCK2D(
+                    threshold_px=self.hparams.pck_threshold_px, match_threshold_px=self.hparams.match_threshold_px
+                )
+
+    def targets(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Rendered heatmap + PAF targets (B, 43, 28, 28) of a batch's 2D labels."""
+        vis = batch["visibility"] if self.hparams.use_visibility else None
+        return render_maps(
+            batch["joints_2d"], batch["mask"], visibility=vis, sigma_px=self.hparams.sigma_px,
+            paf_width_px=self.hparams.paf_width_px,
+        )  # fmt: skip
+
+    def _loss(self, batch: dict[str, torch.Tensor]):
+        out = self.teacher.stages(batch["image"])
+        return teacher_loss((out.heatmap1, out.heatmap2), (out.paf1, out.paf2), self.targets(batch)), out
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss, _ = self._loss(batch)
+        b = batch["image"].shape[0]
+        self.log("train/loss", loss.total, prog_bar=True, batch_size=b)
+        self.log_dict({"train/loss_heatmap": loss.heatmap, "train/loss_paf": loss.paf}, batch_size=b)
+        return loss.total
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        name = self.val_names[dataloader_idx] if dataloader_idx < len(self.val_names) else f"set{dataloader_idx}"
+        loss, out = self._loss(batch)
+        self.log(f"val/{name}/loss", loss.total, batch_size=batch["image"].shape[0], add_dataloader_idx=False)
+        people = self.teacher.grouped(batch["image"])
+        self.val_pck[name].update(None, people.keypoints, people.mask, None, batch["joints_2d"], batch["mask"])
+        if batch_idx == 0 and self.hparams.num_figure_images > 0:
+            n = self.hparams.num_figure_images
+            self._figure_batches[name] = {
+                "image": batch["image"][:n], "heatmaps": out.heatmap2[:n], "pafs": out.paf2[:n],
+                "keypoints": people.keypoints[:n], "confidence": people.confidence[:n], "mask": people.mask[:n],
+                "gt": batch["joints_2d"][:n], "gt_mask": batch["mask"][:n],
+            }  # fmt: skip
+
+    def on_validation_epoch_end(self) -> None:
+        for name in self.val_names:
+            metric = self.val_pck[name]
+            if not metric.update_called:
+                continue
+            result = metric.compute()
+            self.log_dict(
+                {
+                    f"val/{name}/pck2d": result.pck_all.float(),
+                    f"val/{name}/pck2d_matched": result.pck_matched.float(),
+                    f"val/{name}/mpjpe2d": result.mpjpe_2d.float(),
+                },
+                add_dataloader_idx=False,
+            )
+            metric.reset()
+        if self._figure_batches:
+            log_figure(self, "val/teacher", teacher_figure(self._figure_batches))
+            self._figure_batches = {}
+
+    def configure_optimizers(self):
+        opt = torch.optim.Adam(self.teacher.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        step = self.hparams.lr_decay_step
+        if step is None:
+            return opt
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.1 if s >= step else 1.0)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def teacher_figure(batches: dict[str, dict[str, torch.Tensor]]) -> plt.Figure:
+    """Per validation set and image: the image with GT (white) and grouped (colour) skeletons, the max over the
+    predicted heatmaps and the predicted PAF magnitude."""
+    rows = sum(b["image"].shape[0] for b in batches.values())
+    fig, axes = plt.subplots(rows, 3, figsize=(7.5, 2.5 * rows), squeeze=False)
+    r = 0
+    colours = plt.cm.tab10.colors
+    for name, b in batches.items():
+        for i in range(b["image"].shape[0]):
+            ax = axes[r]
+            ax[0].imshow(b["image"][i].permute(1, 2, 0).clamp(0, 1).cpu().numpy())
+            for p in range(b["gt"].shape[1]):
+                if b["gt_mask"][i, p]:
+                    for a, c in LIMBS:
+                        seg = b["gt"][i, p, [a, c]].cpu()
+                        ax[0].plot(seg[:, 0], seg[:, 1], "w-", lw=2.5, alpha=0.6)
+            for p in range(b["keypoints"].shape[1]):
+                if b["mask"][i, p]:
+                    for a, c in LIMBS:
+                        if b["confidence"][i, p, a] > 0 and b["confidence"][i, p, c] > 0:
+                            seg = b["keypoints"][i, p, [a, c]].cpu()
+                            ax[0].plot(seg[:, 0], seg[:, 1], "-", color=colours[p % 10], lw=1.2)
+            ax[0].set_xlim(0, 224)
+            ax[0].set_ylim(224, 0)
+            ax[0].set_title(f"{name} #{i}", fontsize=8)
+            ax[1].imshow(b["heatmaps"][i].amax(0).clamp(0, 1).cpu().numpy(), vmin=0, vmax=1)
+            ax[1].set_title("heatmaps (max)", fontsize=8)
+            paf = b["pafs"][i].unflatten(0, (-1, 2)).norm(dim=1).amax(0)
+            ax[2].imshow(paf.clamp(0, 1).cpu().numpy(), vmin=0, vmax=1)
+            ax[2].set_title("PAF |v| (max)", fontsize=8)
+            for a in ax:
+                a.set_xticks([])
+                a.set_yticks([])
+            r += 1
+    fig.tight_layout()
+    return fig

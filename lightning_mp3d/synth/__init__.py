@@ -1,4 +1,4 @@
-"""Synthetic data: artificial poses, D_syn scenes, m_syn maps (pure tensor code, no Lightning)."""
+"""Synthetic data: artificial poses, D_syn scenes, m_syn maps, the D_I renderer (pure tensor code, no Lightning)."""
 
 from lightning_mp3d.synth.maps import MAP_CHANNELS, flip_maps, render_maps
 from lightning_mp3d.synth.poses import (
@@ -12,10 +12,12 @@ from lightning_mp3d.synth.poses import (
     sample_artificial_poses,
     sample_local_angles,
 )
+from lightning_mp3d.synth.render import DOMAIN_STYLES, render_images
 from lightning_mp3d.synth.scenes import Scenes, compose_scenes
 
 __all__ = [
     "ANGLE_RANGES",
+    "DOMAIN_STYLES",
     "MAP_CHANNELS",
     "JointRange",
     "LocalAngles",
@@ -26,14 +28,8 @@ __all__ = [
     "joint_ranges",
     "local_angles",
     "mirror_poses",
+    "render_images",
     "render_maps",
     "sample_artificial_poses",
     "sample_local_angles",
 ]
-
-try:  # the embedded D_I renderer lives in its own module (another engineer's); export it once it imports
-    from lightning_mp3d.synth.render import render_images  # noqa: F401
-except ImportError:  # pragma: no cover - depends on the state of the tree
-    pass
-else:
-    __all__.append("render_images")

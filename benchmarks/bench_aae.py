@@ -21,7 +21,7 @@ from lightning_mp3d.losses.aae import cycle_loss, discriminator_loss, generator_
 from lightning_mp3d.models.aae import PoseDecoder, PoseDiscriminator, PoseEncoder
 from lightning_mp3d.synth.poses import sample_artificial_poses
 
-PRESETS = {"default": dict(width=256, depth=3, lr=1e-4), "tiny": dict(width=128, depth=2, lr=3e-4)}
+PRESETS = {"default": dict(width=256, depth=3, lr=1e-3), "tiny": dict(width=128, depth=2, lr=1e-3)}
 
 
 def main() -> None:
@@ -36,7 +36,7 @@ def main() -> None:
     torch.manual_seed(0)
     cfg, dev, n = PRESETS[args.preset], torch.device(args.device), args.batch_size
     enc = PoseEncoder(32, cfg["width"], cfg["depth"]).to(dev)
-    dec = PoseDecoder(32, cfg["width"], cfg["depth"]).to(dev)
+    dec = PoseDecoder(32, cfg["width"], cfg["depth"], range_scale=1.0).to(dev)  # bounded, as the configs
     disc = PoseDiscriminator(cfg["width"], cfg["depth"]).to(dev)
     opts = [torch.optim.Adam(m.parameters(), lr=cfg["lr"]) for m in (enc, dec, disc)]
     generator = torch.Generator(dev).manual_seed(0)

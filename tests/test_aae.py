@@ -12,16 +12,22 @@ from lightning_mp3d.datamodules import poses as poses_dm
 from lightning_mp3d.datamodules.poses import ArtificialPoseBatches, PoseDataModule, load_pose_file
 from lightning_mp3d.geometry.pose import forward_kinematics, to_local
 from lightning_mp3d.geometry.rigid import euler_to_sincos, sincos_to_matrix
-from lightning_mp3d.losses.aae import cycle_loss, discriminator_loss, generator_loss
+from lightning_mp3d.losses.aae import cycle_loss, discriminator_loss, generator_loss, joint_limit_loss
 from lightning_mp3d.models.aae import (
     FREE_JOINTS,
     PoseDecoder,
     PoseDiscriminator,
     PoseEncoder,
+    complete_local_pose,
     load_pose_decoder,
 )
 from lightning_mp3d.skeleton import BONE_LENGTHS, MUPOTS17_TO_OURS, PARENTS
-from lightning_mp3d.synth.poses import sample_artificial_poses
+from lightning_mp3d.synth.poses import (
+    joint_angle_violation,
+    sample_artificial_poses,
+    smooth_joint_angle_violation,
+    smooth_local_angle_violation,
+)
 
 
 def _prior(n: int, seed: int = 0, dtype=torch.float32) -> torch.Tensor:
@@ -191,3 +197,56 @@ def test_artificial_batches_differ_between_ranks_and_are_reproducible(monkeypatc
     torch.testing.assert_close(batches(0), rank0)
     assert not torch.allclose(rank0, rank1)
     assert not torch.allclose(rank0[0], rank0[1])  # batches within an epoch differ
+
+
+def test_limit_loss_is_zero_inside_ranges_and_positive_with_finite_float64_gradients_outside():
+    inside = sample_artificial_poses(256, torch.Generator().manual_seed(8), dtype=torch.float64)
+    assert torch.all(smooth_joint_angle_violation(inside) == 0)
+    assert joint_limit_loss(to_local(inside)).item() == 0.0
+    narrower = sample_artificial_poses(256, torch.Generator().manual_seed(9), dtype=torch.float64, range_scale=0.8)
+    assert joint_limit_loss(to_local(narrower), margin=math.radians(2.0)).item() == 0.0  # inside the shrunk ranges
+    # Random directions (mostly outside), plus the degenerate poles e1 = +-x where acos and atan2 are singular.
+    free = torch.randn(64, len(FREE_JOINTS), 3, generator=torch.Generator().manual_seed(10), dtype=torch.float64)
+    free[0] = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)
+    free[1] = torch.tensor([-1.0, 0.0, 0.0], dtype=torch.float64)
+    p_l = torch.zeros(64, 15, 3, dtype=torch.float64)
+    p_l[:, list(FREE_JOINTS)] = free
+    p_l.requires_grad_(True)
+    loss = joint_limit_loss(p_l, margin=math.radians(2.0))
+    assert loss.item() > 0
+    (grad,) = torch.autograd.grad(loss, p_l)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+    assert torch.autograd.gradcheck(
+        lambda x: smooth_local_angle_violation(x, delta=0.1), (p_l[2:6].detach().clone().requires_grad_(True),)
+    )
+
+
+def test_gradient_steps_on_limit_loss_lower_the_exact_violation():
+    free = torch.randn(128, len(FREE_JOINTS), 3, generator=torch.Generator().manual_seed(11), dtype=torch.float64)
+    free.requires_grad_(True)
+    opt = torch.optim.Adam([free], lr=0.05)
+
+    def violation() -> torch.Tensor:  # exact check, degrees, of FK of the completed local pose
+        return joint_angle_violation(forward_kinematics(complete_local_pose(free.detach()))).mean()
+
+    first = violation().item()
+    for _ in range(100):
+        opt.zero_grad()
+        joint_limit_loss(complete_local_pose(free), margin=math.radians(2.0)).backward()
+        opt.step()
+    assert first > 5.0 and violation().item() < 0.2 * first
+
+
+def test_bounded_decoder_decodes_every_phi_inside_the_ranges():
+    torch.manual_seed(12)
+    decoder = PoseDecoder(width=32, depth=1, range_scale=1.0)
+    for layer in decoder.modules():  # large weights: saturated sigmoids, the range ends
+        if isinstance(layer, torch.nn.Linear):
+            layer.weight.data.mul_(20.0)
+    p_c = forward_kinematics(decoder(_prior(2048, seed=13)))
+    assert torch.all(joint_angle_violation(p_c) == 0)
+    bones = (p_c[:, 1:] - p_c[:, list(PARENTS[1:])]).norm(dim=-1)
+    torch.testing.assert_close(bones, torch.tensor(BONE_LENGTHS[1:]).expand_as(bones))
+    phi = _prior(8, seed=14).requires_grad_(True)
+    decoder(phi).sum().backward()
+    assert torch.isfinite(phi.grad).all()

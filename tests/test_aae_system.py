@@ -46,6 +46,7 @@ def test_each_optimizer_holds_exactly_its_own_module():
         held = {id(p) for group in opt.param_groups for p in group["params"]}
         assert held == {id(p) for p in module.parameters()}
         assert opt.param_groups[0]["lr"] == 1e-4
+    assert AAEPretraining(disc_lr=1e-3, **SMALL).configure_optimizers()[2].param_groups[0]["lr"] == 1e-3
 
 
 def test_encoder_ignores_adversarial_loss_and_decoder_does_not(tmp_path):
@@ -78,9 +79,14 @@ def test_global_step_counts_three_optimizer_steps_per_batch(tmp_path):
     assert trainer.global_step == 6 and trainer.fit_loop.epoch_loop.batch_progress.total.completed == 2
 
 
-def test_checkpoint_gives_frozen_decoder_with_bit_identical_outputs(tmp_path):
+@pytest.mark.parametrize(
+    "options",
+    [{}, dict(bounded_decoder=True, limit_weight=1.0, disc_spectral_norm=True, disc_lr=1e-3)],
+    ids=["paper", "bounded_limit_sn"],
+)
+def test_checkpoint_gives_frozen_decoder_with_bit_identical_outputs(tmp_path, options):
     seed_everything(1)
-    model = AAEPretraining(num_figure_poses=2, **SMALL)
+    model = AAEPretraining(num_figure_poses=2, **SMALL, **options)
     _fit(tmp_path, model, max_steps=12, checkpoint_every=6)  # one epoch: validation writes the figure
     decoder = load_pose_decoder(tmp_path / "checkpoints" / "last.ckpt")
     assert not decoder.training and not any(p.requires_grad for p in decoder.parameters())

@@ -5,16 +5,23 @@ in millimetres divided by ``pose_unit_mm`` (100 mm by default) so that it is of 
 (phi lives in [-1, 1]): in metres a 20 mm error would weigh 0.02 against phi errors of ~0.1 and the pose term
 would be drowned out; in millimetres the phi term would be.
 The adversarial losses are the non-saturating GAN losses on logits (Goodfellow et al. 2014).
+
+``joint_limit_loss`` is an addition beyond the paper (off by default in the paper-like sense: ``limit_weight`` 0 in
+``AAEPretraining`` reproduces the paper's Ψ loss): the mean over decoded prior poses of the summed smooth joint-angle
+violation (``synth.poses.smooth_local_angle_violation``, radians), a direct push of every Ψ(phi), phi ~ U[-1, 1]^Z,
+inside the artificial-pose-sampling ranges that the adversarial loss only enforces weakly.
 """
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 from lightning_mp3d.skeleton import check_pose_shape
+from lightning_mp3d.synth.poses import smooth_local_angle_violation
 
 
 class CycleLoss(NamedTuple):
@@ -76,3 +83,18 @@ def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> 
 def generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
     """L_adv for the generator Ψ: non-saturating -log D(Ψ(phi)) (scalar)."""
     return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+
+
+def joint_limit_loss(
+    p_l: torch.Tensor, range_scale: float = 1.0, margin: float = 0.0, delta: float = math.radians(5.0)
+) -> torch.Tensor:
+    """Joint-limit prior on decoded poses: mean over poses of the summed smooth violation, radians (scalar).
+
+    Args:
+        p_l: (B, 15, 3) local poses, e.g. Ψ(phi) (equal to ``to_local(FK(Ψ(phi)))``, see ``models.aae``).
+        range_scale: the sampling ranges to stay inside (as the data's sampler).
+        margin: radians by which the ranges are shrunk for the loss (see ``smooth_local_angle_violation``).
+        delta: radians, width of the quadratic part of the hinge (default 5 degrees).
+    """
+    check_pose_shape(p_l, "p_l")
+    return smooth_local_angle_violation(p_l, range_scale, margin=margin, delta=delta).sum(-1).mean()

@@ -23,8 +23,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lightning_mp3d.geometry.pose import normalize
+from lightning_mp3d.geometry.pose import normalize, spherical_to_local
 from lightning_mp3d.skeleton import NUM_JOINTS, check_pose_shape, joint_index
+from lightning_mp3d.synth.poses import range_tensors
 
 EMBEDDING_DIM = 32
 
@@ -117,12 +118,41 @@ class PoseDecoder(nn.Module):
         embedding_dim: Z, size of phi.
         width: hidden units of the trunk (and size of the feature the level heads read).
         depth: number of trunk layers.
+        range_scale: None (the paper's unconstrained unit vectors, normalised head outputs) or the
+            artificial-pose-sampling ``range_scale`` whose joint-angle ranges bound the output (an addition beyond
+            the paper): each head then gives per joint a polar angle ``gamma = lo + (hi - lo) sigmoid(a)`` and an
+            azimuth ``theta = lo + (hi - lo) sigmoid(b)`` (``atan2(c, b)`` on a full-circle range), both kept
+            ``range_margin_deg`` inside the range, so every phi decodes to a pose inside the ranges by construction.
+            Use it only for data inside those ranges (the artificial default), not for MoCap poses beyond them.
+        range_margin_deg: degrees kept between a bounded output and the ends of its range (> 0 guards the exact
+            check against rounding).
     """
 
-    def __init__(self, embedding_dim: int = EMBEDDING_DIM, width: int = 256, depth: int = 3) -> None:
+    def __init__(
+        self,
+        embedding_dim: int = EMBEDDING_DIM,
+        width: int = 256,
+        depth: int = 3,
+        range_scale: float | None = None,
+        range_margin_deg: float = 0.1,
+    ) -> None:
         super().__init__()
         self.embedding_dim = embedding_dim
         self.config = {"embedding_dim": embedding_dim, "width": width, "depth": depth}
+        if range_scale is not None:
+            self.config.update(range_scale=range_scale, range_margin_deg=range_margin_deg)
+            r = range_tensors(range_scale, dtype=torch.float32)
+            m = torch.deg2rad(torch.tensor(range_margin_deg))
+            free = list(FREE_JOINTS)
+            t_lo, t_hi = r.theta_lo[free], r.theta_hi[free]
+            t_m = torch.minimum(m.expand_as(t_lo), (t_hi - t_lo) / 4)
+            g_lo, g_hi = r.gamma_lo[free], r.gamma_hi[free]
+            g_m = torch.minimum(m.expand_as(g_lo), (g_hi - g_lo) / 4)
+            # (11, 5): theta lo/width, gamma lo/width, full circle; buffers follow .to() and are not trained.
+            bounds = torch.stack((t_lo + t_m, t_hi - t_lo - 2 * t_m, g_lo + g_m, g_hi - g_lo - 2 * g_m), -1)
+            self.register_buffer("bounds", bounds, persistent=False)
+            self.register_buffer("full_circle", r.full_circle[free], persistent=False)
+        self.bounded = range_scale is not None
         self.trunk = _mlp(embedding_dim, width, depth)
         heads, decoded = [], 0
         for level in DECODER_LEVELS:
@@ -136,11 +166,26 @@ class PoseDecoder(nn.Module):
             raise ValueError(f"phi must be (..., {self.embedding_dim}), got {tuple(phi.shape)}")
         feature = self.trunk(phi)
         outputs: list[torch.Tensor] = []
-        for head in self.heads:  # 4 tree levels, root to leaves
-            out = head(torch.cat([feature, *outputs], dim=-1))
-            outputs.append(normalize(out.unflatten(-1, (-1, 3))).flatten(-2))  # ancestors enter as unit vectors
+        start = 0
+        for head, level in zip(self.heads, DECODER_LEVELS, strict=True):  # 4 tree levels, root to leaves
+            out = head(torch.cat([feature, *outputs], dim=-1)).unflatten(-1, (-1, 3))  # (..., n, 3)
+            if self.bounded:
+                out = self._bounded_directions(out, slice(start, start + len(level)))
+            start += len(level)
+            outputs.append(normalize(out).flatten(-2))  # ancestors enter as unit vectors
         free = torch.cat(outputs, dim=-1).unflatten(-1, (len(FREE_JOINTS), 3))  # (..., 11, 3)
         return complete_local_pose(free)
+
+    def _bounded_directions(self, out: torch.Tensor, joints: slice) -> torch.Tensor:
+        """Raw head outputs (..., n, 3) -> unit local directions with angles inside the ranges (see Args)."""
+        t_lo, t_w, g_lo, g_w = self.bounds[joints].unbind(-1)  # (n,) each
+        theta = torch.where(
+            self.full_circle[joints],
+            torch.atan2(out[..., 2], out[..., 1] + 1e-6),
+            t_lo + t_w * torch.sigmoid(out[..., 1]),
+        )
+        gamma = g_lo + g_w * torch.sigmoid(out[..., 0])
+        return spherical_to_local(theta, gamma)
 
 
 class PoseDiscriminator(nn.Module):
@@ -149,11 +194,16 @@ class PoseDiscriminator(nn.Module):
     Args:
         width: hidden units per layer.
         depth: number of hidden layers.
+        spectral_norm: wrap every linear layer in spectral normalisation (Miyato et al. 2018; not in the paper).
     """
 
-    def __init__(self, width: int = 256, depth: int = 3) -> None:
+    def __init__(self, width: int = 256, depth: int = 3, spectral_norm: bool = False) -> None:
         super().__init__()
         self.net = _mlp(3 * len(FREE_JOINTS), width, depth, 1)
+        if spectral_norm:
+            for k, layer in enumerate(self.net):
+                if isinstance(layer, nn.Linear):
+                    self.net[k] = nn.utils.parametrizations.spectral_norm(layer)
 
     def forward(self, p_l: torch.Tensor) -> torch.Tensor:
         """p_l: (..., 15, 3) -> logits (...,)."""

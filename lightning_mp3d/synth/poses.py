@@ -305,3 +305,65 @@ def mirror_poses(poses: torch.Tensor) -> torch.Tensor:
     check_pose_shape(poses)
     mirrored = poses * poses.new_tensor([1.0, -1.0, 1.0])
     return mirrored[..., list(FLIP_PERM), :]
+
+
+def _smooth_hinge(excess: torch.Tensor, delta: float) -> torch.Tensor:
+    """Huber-style hinge of a non-negative excess: 0 at 0, ``e^2 / (2 delta)`` below ``delta``, ``e - delta/2``
+    above (continuous first derivative; ``delta`` 0 gives the plain hinge ``e``)."""
+    if delta <= 0:
+        return excess
+    return torch.where(excess < delta, excess * excess / (2 * delta), excess - delta / 2)
+
+
+def smooth_local_angle_violation(
+    p_l: torch.Tensor,
+    range_scale: float = 1.0,
+    *,
+    margin: float = 0.0,
+    delta: float = math.radians(5.0),
+    eps: float = 1e-6,
+) -> torch.Tensor:
+    """Differentiable, gradient-safe version of ``joint_angle_violation`` on local poses, in radians.
+
+    Per joint: ``hinge(gamma excess) + hinge(sin(gamma) * theta excess)`` with ``_smooth_hinge`` (Huber with
+    width ``delta``), the excesses measured as in ``joint_angle_violation`` against ranges shrunk by ``margin``
+    (so that a loss on it pushes poses strictly inside, where the exact check reads 0). Gradient safety: unit
+    vectors via ``normalize`` (an ``eps`` under the root), ``acos`` of an argument clamped to ``[-1 + eps, 1 - eps]``
+    and ``atan2`` fed a fixed direction where the azimuth is undefined (at the poles, where its weight
+    ``sin(gamma)`` is 0 anyway), so gradients are finite everywhere (pinned by a float64 test).
+
+    Args:
+        p_l: (..., 15, 3) local poses (``to_local`` of canonical poses, or the decoder's output).
+        range_scale: in (0, 1], the ranges to check against.
+        margin: radians >= 0 by which every range is shrunk at each finite end (a theta range by at most a quarter
+            of its width, so the 1-DoF hip's zero-width range stays as is; a gamma range that starts at 0 keeps 0).
+        delta: radians, width of the quadratic part of the hinge.
+        eps: clamp of the ``acos`` argument and threshold of the undefined azimuth.
+
+    Returns:
+        (..., 15) radians-like penalty, >= 0; exactly 0 for joints inside the (shrunk) ranges and always 0 for the
+        pelvis, the neck and the derived l_hip / l_shoulder.
+    """
+    check_pose_shape(p_l, "p_l")
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    r = range_tensors(range_scale, dtype=p_l.dtype, device=p_l.device)
+    u = p_l * torch.rsqrt((p_l * p_l).sum(-1, keepdim=True) + eps * eps)
+    gamma = torch.acos(u[..., 0].clamp(-1.0 + eps, 1.0 - eps))
+    at_pole = u[..., 1] * u[..., 1] + u[..., 2] * u[..., 2] < eps * eps
+    theta = torch.atan2(torch.where(at_pole, 0.0, u[..., 2]), torch.where(at_pole, 1.0, u[..., 1]))
+    gamma_lo = torch.where(r.gamma_lo > 0, r.gamma_lo + margin, r.gamma_lo)
+    gamma_excess = _outside_interval(gamma, gamma_lo, r.gamma_hi - margin)
+    shrink = torch.clamp((r.theta_hi - r.theta_lo) / 4, max=margin)
+    theta_lo, width = r.theta_lo + shrink, r.theta_hi - r.theta_lo - 2 * shrink
+    rel = torch.remainder(theta - theta_lo, 2 * math.pi)
+    theta_excess = torch.where(rel <= width, torch.zeros_like(rel), torch.minimum(rel - width, 2 * math.pi - rel))
+    theta_excess = torch.where(r.full_circle, torch.zeros_like(theta_excess), theta_excess)
+    penalty = _smooth_hinge(gamma_excess, delta) + _smooth_hinge(torch.sin(gamma) * theta_excess, delta)
+    return penalty * r.sampled
+
+
+def smooth_joint_angle_violation(p_c: torch.Tensor, range_scale: float = 1.0, **kwargs) -> torch.Tensor:
+    """``smooth_local_angle_violation(to_local(p_c), ...)`` for canonical poses p_c (..., 15, 3) mm -> (..., 15)."""
+    check_pose_shape(p_c, "p_c")
+    return smooth_local_angle_violation(to_local(p_c), range_scale, **kwargs)

@@ -8,12 +8,17 @@ Manual optimization, one Adam per module, each step on every batch:
 1. Φ and Ψ: one forward/backward of ``L_cyc + adv_weight * L_adv`` with Disc frozen (its parameters are toggled
    off, as ``toggle_optimizer`` does). L_adv = -log Disc(Ψ(phi)) depends on Ψ only, so Φ's gradient is exactly
    that of L_cyc and Ψ's that of L_cyc + L_adv; Φ's Adam and Ψ's Adam then step on their own parameters.
+   With ``limit_weight > 0`` Ψ's loss also has ``limit_weight * L_limit`` (``losses.aae.joint_limit_loss``, an
+   addition beyond the paper: a smooth hinge on the joint angles of Ψ(phi) outside the sampling ranges shrunk by
+   ``limit_margin_deg``); it depends on Ψ only. ``limit_weight: 0`` is the paper's loss.
 2. Disc (``toggle_optimizer``): BCE of real local poses T_L(p_c) against Ψ(phi), phi ~ U[-1, 1]^Z.
 
 ``trainer.global_step`` counts optimizer steps: it grows by 3 per batch, so ``max_steps = 3 x batches``.
 """
 
 from __future__ import annotations
+
+import math
 
 import matplotlib.pyplot as plt
 import torch
@@ -22,7 +27,7 @@ from torchmetrics import MeanMetric
 
 from lightning_mp3d.callbacks.media import log_figure
 from lightning_mp3d.geometry.pose import forward_kinematics, to_local
-from lightning_mp3d.losses.aae import cycle_loss, discriminator_loss, generator_loss
+from lightning_mp3d.losses.aae import cycle_loss, discriminator_loss, generator_loss, joint_limit_loss
 from lightning_mp3d.models.aae import CHECKPOINT_KEY, PoseDecoder, PoseDiscriminator, PoseEncoder
 from lightning_mp3d.skeleton import LIMBS
 
@@ -34,10 +39,18 @@ class AAEPretraining(LightningModule):
         embedding_dim: Z (32 in the paper).
         encoder_width, encoder_depth: Φ's hidden units and layers.
         decoder_width, decoder_depth: Ψ's trunk units and layers.
+        bounded_decoder: Ψ's joint angles bounded to the sampling ranges of ``range_scale`` by construction
+            (``PoseDecoder(range_scale=...)``, an addition beyond the paper; False: the paper's free unit vectors).
         disc_width, disc_depth: Disc's hidden units and layers.
         lr: Adam learning rate of all three optimizers (1e-4 in the paper).
         betas: Adam betas.
         adv_weight: weight of L_adv in Ψ's loss.
+        disc_lr: Disc's Adam learning rate (None: ``lr``, as in the paper).
+        disc_spectral_norm: spectral normalisation on Disc's linear layers (not in the paper).
+        limit_weight: weight of the joint-limit prior L_limit in Ψ's loss (0: the paper's loss, no such term).
+        limit_margin_deg: degrees by which the ranges are shrunk inside L_limit, so that decoded poses land strictly
+            inside the ranges that ``val/prior_plausible`` checks exactly.
+        limit_delta_deg: degrees, width of the quadratic part of L_limit's hinge.
         pose_unit_mm: millimetres per unit of the pose term of L_cyc (see ``losses.aae``).
         range_scale: joint-angle ranges that ``val/prior_plausible`` checks against (as the data's sampler).
         num_figure_poses: poses in the logged grid of decoded random phi (0: no figure).
@@ -51,11 +64,17 @@ class AAEPretraining(LightningModule):
         encoder_depth: int = 3,
         decoder_width: int = 256,
         decoder_depth: int = 3,
+        bounded_decoder: bool = False,
         disc_width: int = 256,
         disc_depth: int = 3,
         lr: float = 1e-4,
         betas: tuple[float, float] = (0.9, 0.999),
         adv_weight: float = 0.1,
+        disc_lr: float | None = None,
+        disc_spectral_norm: bool = False,
+        limit_weight: float = 0.0,
+        limit_margin_deg: float = 2.0,
+        limit_delta_deg: float = 5.0,
         pose_unit_mm: float = 100.0,
         range_scale: float = 1.0,
         num_figure_poses: int = 16,
@@ -65,8 +84,10 @@ class AAEPretraining(LightningModule):
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.encoder = PoseEncoder(embedding_dim, encoder_width, encoder_depth)
-        self.decoder = PoseDecoder(embedding_dim, decoder_width, decoder_depth)
-        self.discriminator = PoseDiscriminator(disc_width, disc_depth)
+        self.decoder = PoseDecoder(
+            embedding_dim, decoder_width, decoder_depth, range_scale if bounded_decoder else None
+        )
+        self.discriminator = PoseDiscriminator(disc_width, disc_depth, disc_spectral_norm)
         self.val_mpjpe = MeanMetric()
         self.val_cycle_phi = MeanMetric()
         self.val_plausible = MeanMetric()
@@ -74,9 +95,10 @@ class AAEPretraining(LightningModule):
 
     def configure_optimizers(self):
         hp = self.hparams
+        disc_lr = hp.lr if hp.disc_lr is None else hp.disc_lr
         return [
-            torch.optim.Adam(module.parameters(), lr=hp.lr, betas=tuple(hp.betas))
-            for module in (self.encoder, self.decoder, self.discriminator)
+            torch.optim.Adam(module.parameters(), lr=lr, betas=tuple(hp.betas))
+            for module, lr in ((self.encoder, hp.lr), (self.decoder, hp.lr), (self.discriminator, disc_lr))
         ]
 
     def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -89,6 +111,14 @@ class AAEPretraining(LightningModule):
     def decode(self, phi: torch.Tensor) -> torch.Tensor:
         """FK(Ψ(phi)): (..., Z) -> canonical poses (..., 15, 3) millimetres."""
         return forward_kinematics(self.decoder(phi))
+
+    def limit_loss(self, p_l: torch.Tensor) -> torch.Tensor:
+        """L_limit of decoded local poses p_l (B, 15, 3) (a zero tensor, not computed, when ``limit_weight`` is 0)."""
+        hp = self.hparams
+        if hp.limit_weight == 0:
+            return p_l.new_zeros(())
+        margin, delta = math.radians(hp.limit_margin_deg), math.radians(hp.limit_delta_deg)
+        return joint_limit_loss(p_l, hp.range_scale, margin, delta)
 
     def training_step(self, p_c: torch.Tensor, batch_idx: int) -> None:
         opt_enc, opt_dec, opt_disc = self.optimizers()
@@ -107,7 +137,8 @@ class AAEPretraining(LightningModule):
             hp.pose_unit_mm,
         )
         adv = generator_loss(self.discriminator(p_l_prior))
-        self.manual_backward(cyc.total + hp.adv_weight * adv)
+        limit = self.limit_loss(p_l_prior)
+        self.manual_backward(cyc.total + hp.adv_weight * adv + hp.limit_weight * limit)
         self.discriminator.requires_grad_(True)
         for opt in (opt_enc, opt_dec):
             opt.step()
@@ -128,6 +159,7 @@ class AAEPretraining(LightningModule):
                 "train/cyc_phi": cyc.phi,
                 "train/loss_adv": adv,
                 "train/loss_disc": disc,
+                "train/loss_limit": limit,
             },
             prog_bar=False,
             batch_size=p_c.shape[0],

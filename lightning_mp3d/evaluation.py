@@ -111,7 +111,10 @@ def _cell(v: float | None) -> str:
 
 
 def result_to_json(r: EvaluationResult) -> dict:
-    """Plain-number dict (percentages for PCK/IoU, millimetres / pixels for errors)."""
+    """Plain-number dict (percentages for PCK/IoU, millimetres / pixels for errors).
+
+    Per-sequence tensors are flattened first: torchmetrics squeezes one-element results (one sequence) to 0-d.
+    """
 
     def pck(p) -> dict:
         return {
@@ -119,8 +122,8 @@ def result_to_json(r: EvaluationResult) -> dict:
             "matched": _num(p.pck_matched),
             "auc_all": _num(p.auc_all),
             "auc_matched": _num(p.auc_matched),
-            "per_sequence_all": dict(zip(r.sequence_names, (_num(v) for v in p.per_sequence_all))),
-            "per_sequence_matched": dict(zip(r.sequence_names, (_num(v) for v in p.per_sequence_matched))),
+            "per_sequence_all": dict(zip(r.sequence_names, (_num(v) for v in p.per_sequence_all.reshape(-1)))),
+            "per_sequence_matched": dict(zip(r.sequence_names, (_num(v) for v in p.per_sequence_matched.reshape(-1)))),
             "per_group_all": {k: _num(v) for k, v in p.per_group_all.items()},
             "per_group_matched": {k: _num(v) for k, v in p.per_group_matched.items()},
             "detection_rate": _num(p.detection_rate),
@@ -130,7 +133,7 @@ def result_to_json(r: EvaluationResult) -> dict:
         return {
             "mean": _num(e.mpjpe, 1.0),
             "mean_over_sequences": _num(e.mean_over_sequences, 1.0),
-            "per_sequence": dict(zip(r.sequence_names, (_num(v, 1.0) for v in e.per_sequence))),
+            "per_sequence": dict(zip(r.sequence_names, (_num(v, 1.0) for v in e.per_sequence.reshape(-1)))),
         }
 
     return {

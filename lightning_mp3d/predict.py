@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -84,7 +85,9 @@ def _atomic_json(path: Path, record: dict[str, Any]) -> None:
 def export_torchscript(estimator: torch.nn.Module, path: str | Path, image_size: int = 224) -> torch.jit.ScriptModule:
     """Trace E -> H -> NMS -> M to TorchScript; the traced module returns the Prediction fields as a tuple."""
     example = torch.rand(2, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
-    traced = torch.jit.trace(TupleOutput(estimator), example, check_trace=False)
+    with warnings.catch_warnings():  # shape checks on traced tensors are constants of the model, as intended
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(TupleOutput(estimator), example, check_trace=False)
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
     traced.save(str(tmp))

@@ -1,0 +1,143 @@
+"""Inference model, predict command, TorchScript export and the evaluate command on a tiny trained chain."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lightning_mp3d.evaluation import main as evaluate_main
+from lightning_mp3d.geometry import Intrinsics, project
+from lightning_mp3d.inference import PoseEstimator, refine_roots
+from lightning_mp3d.predict import TupleOutput, export_torchscript
+from lightning_mp3d.predict import main as predict_main
+from tests.test_stages_fixtures import make_frozen_checkpoints, run_stage
+
+
+@pytest.fixture(scope="module")
+def distill_checkpoint(tmp_path_factory):
+    root = tmp_path_factory.mktemp("chain")
+    teacher, aae = make_frozen_checkpoints(root / "frozen")
+    run_stage("distill", root, teacher, aae, "--trainer.max_epochs=1")
+    ckpt = root / "distill" / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file()
+    return ckpt
+
+
+@pytest.fixture(scope="module")
+def estimator(distill_checkpoint):
+    # a low threshold so the untrained head reports people
+    return PoseEstimator.from_stage_checkpoint(distill_checkpoint, threshold=0.0, max_people=4)
+
+
+def test_refine_roots_centroid_by_hand():
+    prob = torch.zeros(1, 14, 14)
+    prob[0, 5, 3] = 0.8  # row 5, col 3
+    prob[0, 5, 4] = 0.8  # equal neighbour to the right: the root lies on the shared cell edge
+    px = refine_roots(prob, torch.tensor([[[3, 5]]]), 224)
+    torch.testing.assert_close(px, torch.tensor([[[4 * 16.0, 5.5 * 16.0]]]))
+    prob[0, 5, 4] = 0.0
+    torch.testing.assert_close(
+        refine_roots(prob, torch.tensor([[[3, 5]]]), 224), torch.tensor([[[3.5 * 16, 5.5 * 16]]])
+    )
+
+
+def test_estimator_outputs_are_consistent(estimator):
+    images = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    out = estimator(images)
+    assert out.poses.shape == (2, 4, 15, 3) and out.keypoints.shape == (2, 4, 15, 2)
+    assert out.mask.any()
+    torch.testing.assert_close(out.keypoints, project(out.poses, Intrinsics.for_image(224)))
+    torch.testing.assert_close(out.keypoints[..., 0, :][out.mask], out.root_px[out.mask], atol=1e-3, rtol=0)
+    assert (out.confidence[~out.mask] == 0).all()
+    assert not any(p.requires_grad for p in estimator.parameters())
+    with pytest.raises(ValueError, match="images must be"):
+        estimator(torch.rand(1, 3, 100, 100))
+
+
+def test_torchscript_export_matches_eager(estimator, tmp_path):
+    traced = export_torchscript(estimator, tmp_path / "model.pt")
+    loaded = torch.jit.load(str(tmp_path / "model.pt"))
+    images = torch.rand(3, 3, 224, 224, generator=torch.Generator().manual_seed(7))  # not the tracing input
+    eager = TupleOutput(estimator)(images)
+    for a, b, c in zip(eager, traced(images), loaded(images), strict=True):
+        torch.testing.assert_close(b, a)
+        torch.testing.assert_close(c, a)
+
+
+def test_predict_writes_json_consistent_with_the_original_image(distill_checkpoint, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    sizes = {"wide.png": (300, 480), "tall.jpg": (400, 250), "square.png": (224, 224)}
+    for name, (h, w) in sizes.items():
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(folder / name)
+    out = tmp_path / "pred"
+    assert (
+        predict_main(
+            [
+                "--checkpoint",
+                str(distill_checkpoint),
+                "--input",
+                str(folder),
+                "--out",
+                str(out),
+                "--threshold",
+                "0.0",
+                "--batch-size",
+                "2",
+            ]
+        )
+        == 0
+    )
+    for name, (h, w) in sizes.items():
+        stem = out / name.rsplit(".", 1)[0]
+        record = json.loads(stem.with_suffix(".json").read_text())
+        assert stem.with_suffix(".png").is_file()
+        assert record["people"], name
+        cam = record["camera"]
+        # the default fit is "pad": the longer side maps to 224 px
+        assert math.isclose(cam["focal_px"], 224 * max(h, w) / 224, rel_tol=1e-6)
+        for person in record["people"]:
+            joints = torch.tensor(person["joints_3d_mm"], dtype=torch.float64)
+            uv = torch.tensor(person["joints_2d_px"], dtype=torch.float64)
+            # the recorded camera reproduces the recorded 2D joints in the ORIGINAL image
+            expected = cam["focal_px"] * joints[:, :2] / joints[:, 2:] + torch.tensor([cam["cx"], cam["cy"]])
+            torch.testing.assert_close(uv, expected, atol=0.05, rtol=0)
+            assert 0.0 <= person["root_confidence"] <= 1.0
+
+
+def test_evaluate_command_on_the_embedded_target_set(distill_checkpoint, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert (
+        evaluate_main(
+            [
+                "--checkpoint",
+                str(distill_checkpoint),
+                "--dataset",
+                "embedded",
+                "--num-images",
+                "4",
+                "--batch-size",
+                "4",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    results = json.loads((out / "results.json").read_text())
+    assert "pck3d_rel" in json.dumps(results)
+    assert "Embedded target domain" in (out / "results.md").read_text()
+    with pytest.raises(SystemExit):
+        evaluate_main(["--checkpoint", str(distill_checkpoint), "--dataset", "mupots"])  # --root missing
+
+
+def test_missing_or_foreign_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        PoseEstimator.from_stage_checkpoint(tmp_path / "nope.ckpt")
+    torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
+    with pytest.raises(ValueError, match="not a distill/phase1/phase2 checkpoint"):
+        PoseEstimator.from_stage_checkpoint(tmp_path / "other.ckpt")

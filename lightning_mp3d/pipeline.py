@@ -41,10 +41,11 @@ class StageRun:
     name: str
     configs: list[Path]
     overrides: list[str] = field(default_factory=list)
+    workdir: Path = Path(".")
 
     @property
     def folder(self) -> Path:
-        return Path("runs") / self.name
+        return self.workdir / "runs" / self.name
 
     @property
     def last_ckpt(self) -> Path:
@@ -115,22 +116,24 @@ def run_stage(run: StageRun, action: str, env: dict[str, str]) -> None:
         cmd += ["--config", str(path)]
     cmd += run.overrides
     if action == "resume":
-        cmd += ["--ckpt_path", str(run.last_ckpt)]
+        cmd += ["--ckpt_path", str(run.last_ckpt.relative_to(run.workdir))]
     elif run.folder.exists():
         aside = run.folder.with_name(f"{run.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
         print(f"[pipeline] {run.name}: its config changed; moving the old run to {aside}", flush=True)
         shutil.move(str(run.folder), aside)
     print(f"[pipeline] {run.name}: {action}: {' '.join(cmd)}", flush=True)
-    subprocess.run(cmd, check=True, env=env)
+    subprocess.run(cmd, check=True, env=env, cwd=run.workdir)
     if not run.last_ckpt.is_file():
         raise RuntimeError(f"stage {run.name} finished without writing {run.last_ckpt}")
 
 
-def run_chain(preset: str, stages: tuple[str, ...], extra: dict[str, list[str]], env: dict[str, str]) -> dict[str, str]:
-    """Run (or skip/resume) each stage in order; returns each stage's fingerprint."""
+def run_chain(
+    workdir: Path, preset: str, stages: tuple[str, ...], extra: dict[str, list[str]], env: dict[str, str]
+) -> dict[str, str]:
+    """Run (or skip/resume) each stage in order inside ``workdir``; returns each stage's fingerprint."""
     fingerprints: dict[str, str] = {}
     for name in STAGES:
-        run = StageRun(name, stage_configs(name, preset), extra.get(name, []))
+        run = StageRun(name, stage_configs(name, preset), extra.get(name, []), workdir)
         fingerprint = run.fingerprint(fingerprints)
         fingerprints[name] = fingerprint
         if name not in stages:
@@ -189,18 +192,19 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise SystemExit(f"unknown stage(s) {unknown}; expected a subset of {list(STAGES)}")
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    os.chdir(args.workdir)
+    extra = parse_extra(args.extra)
+    workdir = args.workdir.resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env["WANDB_MODE"] = args.wandb or env.get("WANDB_MODE", "offline")
     env.setdefault("WANDB_RUN_GROUP", f"chain-{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
     start = time.time()
-    run_chain(args.preset, stages, parse_extra(args.extra), env)
+    run_chain(workdir, args.preset, stages, extra, env)
     print(f"[pipeline] stages done in {time.time() - start:.0f} s", flush=True)
     if not args.skip_eval:
         from lightning_mp3d.report import evaluate_chain
 
-        evaluate_chain(Path("runs"), Path("results"), preset=args.preset, num_images=args.eval_images)
+        evaluate_chain(workdir / "runs", workdir / "results", preset=args.preset, num_images=args.eval_images)
     return 0
 
 

@@ -1,0 +1,111 @@
+"""The pipeline's skip / resume / retrain decisions, with a stand-in for `lightning fit` that records its calls."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from lightning_mp3d import pipeline
+
+FAKE_FIT = """
+import json, pathlib, sys
+args = sys.argv[1:]
+stage = next(pathlib.Path(a).stem.removeprefix("stage_") for a in args if a.endswith(".yaml"))
+with open("calls.jsonl", "a") as f:
+    f.write(json.dumps({"stage": stage, "args": args}) + "\\n")
+if stage == FAIL_STAGE:
+    sys.exit(3)
+ckpt = pathlib.Path("runs", stage, "checkpoints", "last.ckpt")
+ckpt.parent.mkdir(parents=True, exist_ok=True)
+ckpt.write_text("weights")
+"""
+
+
+@pytest.fixture
+def fake_fit(tmp_path, monkeypatch):
+    """Replace the `lightning` subprocess by a script; returns a reader of the recorded calls."""
+    script = tmp_path / "fake_fit.py"
+
+    def install(fail_stage: str | None = None) -> None:
+        script.write_text(f"FAIL_STAGE = {fail_stage!r}\n" + FAKE_FIT)
+
+    install()
+    monkeypatch.setattr(pipeline, "lightning_command", lambda: [sys.executable, str(script)])
+    work = tmp_path / "work"
+
+    def calls() -> list[dict]:
+        path = work / "calls.jsonl"
+        lines = path.read_text().splitlines() if path.exists() else []
+        path.unlink(missing_ok=True)
+        return [json.loads(line) for line in lines]
+
+    calls.install = install
+    calls.work = work
+    return calls
+
+
+def run(work: Path, *extra: str) -> None:
+    assert (
+        pipeline.main(["--preset", "tiny", "--workdir", str(work), "--skip-eval", "--wandb", "disabled", *extra]) == 0
+    )
+
+
+def test_first_run_trains_every_stage_in_order_then_everything_is_skipped(fake_fit, monkeypatch):
+    monkeypatch.chdir(fake_fit.work.parent)
+    run(fake_fit.work)
+    assert [c["stage"] for c in fake_fit()] == list(pipeline.STAGES)
+    for stage in pipeline.STAGES:
+        stamp = json.loads((fake_fit.work / "runs" / stage / "pipeline_stamp.json").read_text())
+        assert stamp["stage"] == stage and len(stamp["fingerprint"]) == 16
+    run(fake_fit.work)
+    assert fake_fit() == []
+
+
+def test_a_changed_stage_retrains_it_and_everything_downstream_keeping_the_old_run(fake_fit, monkeypatch):
+    monkeypatch.chdir(fake_fit.work.parent)
+    run(fake_fit.work)
+    fake_fit()
+    run(fake_fit.work, "--extra=distill:--model.init_args.lr=0.5")
+    calls = fake_fit()
+    assert [c["stage"] for c in calls] == ["distill", "phase1", "phase2"]
+    assert "--model.init_args.lr=0.5" in calls[0]["args"]
+    kept = sorted(p.name for p in (fake_fit.work / "runs").iterdir() if ".old-" in p.name)
+    assert [k.split(".old-")[0] for k in kept] == ["distill", "phase1", "phase2"]
+
+
+def test_a_stage_killed_midway_resumes_from_last_ckpt(fake_fit, monkeypatch):
+    monkeypatch.chdir(fake_fit.work.parent)
+    fake_fit.install(fail_stage="phase1")
+    with pytest.raises(Exception):  # noqa: B017 - the subprocess failure surfaces as CalledProcessError
+        run(fake_fit.work)
+    fake_fit()
+    # phase1 left a checkpoint behind but no stamp, as a killed run does
+    ckpt = fake_fit.work / "runs" / "phase1" / "checkpoints" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_text("partial")
+    fake_fit.install()
+    run(fake_fit.work)
+    calls = fake_fit()
+    assert [c["stage"] for c in calls] == ["phase1", "phase2"]
+    assert calls[0]["args"][-2:] == ["--ckpt_path", str(Path("runs/phase1/checkpoints/last.ckpt"))]
+    assert "--ckpt_path" not in calls[1]["args"]
+
+
+def test_fingerprints_chain_through_upstream_stages():
+    runs = {name: pipeline.StageRun(name, pipeline.stage_configs(name, "tiny")) for name in pipeline.STAGES}
+    base: dict[str, str] = {}
+    for name in pipeline.STAGES:
+        base[name] = runs[name].fingerprint(base)
+    changed = dict(base, teacher="0" * 16)
+    assert runs["distill"].fingerprint(changed) != base["distill"]
+    assert runs["aae"].fingerprint(changed) == base["aae"]
+
+
+def test_bad_arguments_are_clear_errors(tmp_path):
+    with pytest.raises(SystemExit, match="unknown stage"):
+        pipeline.main(["--workdir", str(tmp_path), "--stages", "teacher,nope"])
+    with pytest.raises(SystemExit, match="STAGE:ARG"):
+        pipeline.main(["--workdir", str(tmp_path), "--extra=bogus:--x=1"])
+    with pytest.raises(FileNotFoundError, match="preset 'nano' has no overrides"):
+        pipeline.stage_configs("aae", "nano")

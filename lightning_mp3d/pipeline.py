@@ -193,6 +193,13 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"unknown stage(s) {unknown}; expected a subset of {list(STAGES)}")
     extra = parse_extra(args.extra)
+    if args.wandb == "disabled":  # CSV fallback: metrics still land in runs/<stage>/<stage>/version_*/metrics.csv
+        for name in STAGES:
+            extra[name][:0] = [
+                "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+                f"--trainer.logger.save_dir=runs/{name}",
+                f"--trainer.logger.name={name}",
+            ]
     workdir = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)

@@ -160,6 +160,7 @@ class AAEPretraining(LightningModule):
                 "train/loss_adv": adv,
                 "train/loss_disc": disc,
                 "train/loss_limit": limit,
+                "train/lr": opt_dec.param_groups[0]["lr"],
             },
             prog_bar=False,
             batch_size=p_c.shape[0],

@@ -90,7 +90,8 @@ class TeacherPretraining(LightningModule):
         loss, _ = self._loss(batch)
         b = batch["image"].shape[0]
         self.log("train/loss", loss.total, prog_bar=True, batch_size=b)
-        self.log_dict({"train/loss_heatmap": loss.heatmap, "train/loss_paf": loss.paf}, batch_size=b)
+        lr = self.optimizers().param_groups[0]["lr"]
+        self.log_dict({"train/loss_heatmap": loss.heatmap, "train/loss_paf": loss.paf, "train/lr": lr}, batch_size=b)
         return loss.total
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:

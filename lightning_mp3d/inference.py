@@ -59,6 +59,16 @@ def refine_roots(prob: torch.Tensor, cells: torch.Tensor, image_size: int) -> to
     return (cells.to(prob.dtype) + 0.5 + shift) * (image_size / g)
 
 
+def _resolve(recorded: str, stage_checkpoint: Path) -> Path:
+    """A checkpoint path a stage recorded: as given if it exists from here, else relative to the folder the stage ran
+    in (``<workdir>/runs/<stage>/checkpoints/last.ckpt`` -> ``<workdir>``)."""
+    path = Path(recorded)
+    if path.is_absolute() or path.exists():
+        return path
+    workdir = stage_checkpoint.resolve().parents[3] if len(stage_checkpoint.resolve().parents) > 3 else Path(".")
+    return workdir / path if (workdir / path).exists() else path
+
+
 class PoseEstimator(nn.Module):
     """E -> H -> root NMS -> M.
 
@@ -124,8 +134,8 @@ class PoseEstimator(nn.Module):
         if not info:
             raise ValueError(f"{str(path)!r} is not a distill/phase1/phase2 checkpoint (no '{STAGE_KEY}' entry)")
         hp = ckpt.get("hyper_parameters", {})
-        teacher = load_teacher(str(teacher_checkpoint or info["teacher_checkpoint"])).freeze()
-        psi = load_pose_decoder(str(aae_checkpoint or info["aae_checkpoint"]))
+        teacher = load_teacher(str(teacher_checkpoint or _resolve(info["teacher_checkpoint"], path))).freeze()
+        psi = load_pose_decoder(str(aae_checkpoint or _resolve(info["aae_checkpoint"], path)))
         head = SceneHead(teacher.v_channels, width=hp.get("h_width", 256), fc_channels=hp.get("h_fc_channels", 128))
         state = {k[2:]: v for k, v in ckpt["state_dict"].items() if k.startswith("h.")}
         head.load_state_dict(state)

@@ -141,3 +141,19 @@ def test_missing_or_foreign_checkpoint_is_a_clear_error(tmp_path):
     torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
     with pytest.raises(ValueError, match="not a distill/phase1/phase2 checkpoint"):
         PoseEstimator.from_stage_checkpoint(tmp_path / "other.ckpt")
+
+
+def test_chain_report_writes_tables_for_both_protocols(distill_checkpoint, tmp_path):
+    from lightning_mp3d.report import PROTOCOLS, evaluate_chain
+
+    runs = distill_checkpoint.parents[2]  # <root>/distill/checkpoints/last.ckpt
+    tables = evaluate_chain(runs, tmp_path / "results", preset="test", num_images=4)
+    for protocol in PROTOCOLS:
+        row = tables[protocol.name]["distill"]
+        assert 0.0 <= row["pck3d_rel"] <= 100.0 and 0.0 <= row["pck2d"] <= 100.0
+    md = (tmp_path / "results" / "results.md").read_text()
+    assert "scaled official" in md and "grid scale" in md and "L_distl only" in md
+    record = json.loads((tmp_path / "results" / "results.json").read_text())
+    assert record["num_images"] == 4 and set(record["tables"]) == {p.name for p in PROTOCOLS}
+    assert (tmp_path / "results" / "results.png").stat().st_size > 0
+    assert (tmp_path / "results" / "examples.png").stat().st_size > 0

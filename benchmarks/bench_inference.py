@@ -1,0 +1,136 @@
+"""Inference throughput of the estimator E -> H -> root NMS -> M, and its parameter count.
+
+Two model sizes: ``paper`` (the OpenPose teacher's E with C_v = 1152, H at width 256 as the stage defaults) and
+``tiny`` (the embedded width-1/8 teacher and width-32 H of the tiny preset). Weights are random: speed does not
+depend on them. Reports images/s at batch 1 and over a batch sweep (best batch), eager fp32, and on CUDA also bf16
+autocast + channels_last and a CUDA-graph'd batch 1. Also a top-down cost model: a per-person-crop baseline runs one
+single-person network per detected person, so its cost grows with the number of people while ours does not.
+
+    python benchmarks/bench_inference.py --sizes tiny paper --batches 1 8 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from lightning_mp3d.inference import PoseEstimator
+from lightning_mp3d.models.aae import PoseDecoder
+from lightning_mp3d.models.scene_decoder import SceneDecoder
+from lightning_mp3d.models.student import SceneHead
+from lightning_mp3d.models.teacher import EmbeddedTeacher, OpenPoseTeacher
+
+SIZES = {"tiny": {"width": 0.125, "h_width": 32, "h_fc": 32}, "paper": {"width": None, "h_width": 256, "h_fc": 128}}
+
+
+def build(size: str) -> PoseEstimator:
+    cfg = SIZES[size]
+    teacher = (OpenPoseTeacher() if cfg["width"] is None else EmbeddedTeacher(width=cfg["width"])).freeze()
+    head = SceneHead(teacher.v_channels, width=cfg["h_width"], fc_channels=cfg["h_fc"])
+    return PoseEstimator(teacher, head, SceneDecoder(PoseDecoder()), threshold=0.0, max_people=8)
+
+
+def count_params(model: PoseEstimator) -> dict[str, int]:
+    """Parameters the inference path uses: E (not F), H, Ψ."""
+    enc = model.encoder
+    used_e = sum(p.numel() for n, p in enc.named_parameters() if not _is_decoder_param(n))
+    h = sum(p.numel() for p in model.head.parameters())
+    psi = sum(p.numel() for p in model.scene_decoder.parameters())
+    return {"E": used_e, "H": h, "Psi": psi, "total": used_e + h + psi}
+
+
+def _is_decoder_param(name: str) -> bool:
+    """F = conv5_5 of both stage-1 branches and all of stage 2 (OpenPose names, shared by the embedded teacher)."""
+    return "conv5_5" in name or "stage2" in name
+
+
+def time_batches(model: torch.nn.Module, batch: int, device: str, seconds: float, dtype=None, channels_last=False):
+    images = torch.rand(batch, 3, 224, 224, device=device)
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    ctx = torch.autocast(device_type=device.split(":")[0], dtype=dtype) if dtype else torch.no_grad()
+    with torch.no_grad(), ctx:
+        model(images)  # warm-up
+        sync(device)
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds or n < 2:
+            model(images)
+            n += 1
+        sync(device)
+    return n * batch / (time.perf_counter() - start)
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def cuda_graph_batch1(model: PoseEstimator, device: str, seconds: float) -> float:
+    static = torch.rand(1, 3, 224, 224, device=device)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.no_grad(), torch.cuda.stream(stream), torch.autocast("cuda", dtype=torch.bfloat16):
+        for _ in range(3):
+            model(static)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.no_grad(), torch.cuda.graph(graph), torch.autocast("cuda", dtype=torch.bfloat16):
+        model(static)
+    sync(device)
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        graph.replay()
+        n += 1
+    sync(device)
+    return n / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", nargs="+", default=["tiny", "paper"], choices=list(SIZES))
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 8, 32])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", default="benchmarks/results/bench_inference.json")
+    args = parser.parse_args()
+    if args.device == "cuda":
+        torch.backends.cudnn.benchmark = True
+    results = {
+        "device": args.device,
+        "machine": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "sizes": {},
+    }
+    for size in args.sizes:
+        model = build(size).to(args.device)
+        entry = {"params": count_params(model), "fp32_img_per_s": {}}
+        for b in args.batches:
+            entry["fp32_img_per_s"][b] = round(time_batches(model, b, args.device, args.seconds), 2)
+        best = max(entry["fp32_img_per_s"], key=entry["fp32_img_per_s"].get)
+        entry["best_batch"] = best
+        if args.device.startswith("cuda"):
+            cl = model.to(memory_format=torch.channels_last)
+            entry["bf16_channels_last_img_per_s"] = {
+                b: round(time_batches(cl, b, args.device, args.seconds, torch.bfloat16, True), 2) for b in args.batches
+            }
+            entry["cuda_graph_bf16_batch1_img_per_s"] = round(cuda_graph_batch1(model, args.device, args.seconds), 2)
+        # top-down cost model: E+H once per image vs a single-person pass per person (crop at 224)
+        single = entry["fp32_img_per_s"][best]
+        entry["top_down_img_per_s_by_people"] = {p: round(single / (1 + p), 2) for p in (1, 2, 4, 8)}
+        entry["bottom_up_img_per_s_by_people"] = {p: single for p in (1, 2, 4, 8)}
+        results["sizes"][size] = entry
+        print(size, json.dumps(entry))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""Training throughput per process, written as JSON: batches/s and samples/s after a warm-up, per rank.
+
+Add to any stage: ``--trainer.callbacks+=lightning_mp3d.callbacks.throughput.ThroughputRecorder
+--trainer.callbacks.out=throughput.json``. Each rank writes ``<out stem>.rank<r>.json`` (see benchmarks/bench_ddp.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+
+def _batch_size(batch: Any) -> int:
+    if isinstance(batch, dict):
+        for key in ("image", "maps", "poses"):
+            if key in batch:
+                return int(batch[key].shape[0])
+        return int(next(v.shape[0] for v in batch.values() if hasattr(v, "shape")))
+    return int(batch.shape[0]) if hasattr(batch, "shape") else len(batch)
+
+
+class ThroughputRecorder(Callback):
+    """Time training batches after ``warmup`` batches; write per-rank JSON at the end of fit.
+
+    Args:
+        out: JSON path (the rank is inserted before the suffix).
+        warmup: batches not timed (first-iteration allocations, lazy setup).
+    """
+
+    def __init__(self, out: str = "throughput.json", warmup: int = 3) -> None:
+        self.out, self.warmup = out, warmup
+        self.batches = self.samples = 0
+        self.start: float | None = None
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
+        self.batches += 1
+        if self.batches == self.warmup:
+            self.start = time.perf_counter()
+        elif self.batches > self.warmup:
+            self.samples += _batch_size(batch)
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.start is None:
+            return
+        seconds = time.perf_counter() - self.start
+        timed = self.batches - self.warmup
+        record = {
+            "rank": trainer.global_rank,
+            "world_size": trainer.world_size,
+            "timed_batches": timed,
+            "seconds": round(seconds, 3),
+            "batches_per_s": round(timed / seconds, 3),
+            "samples_per_s": round(self.samples / seconds, 3),
+        }
+        path = Path(self.out)
+        path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, path)

@@ -118,14 +118,14 @@ class DomainStyle:
 
 
 DOMAIN_STYLES: dict[str, DomainStyle] = {
-    # The teacher's training domain: studio-like. Frontal-ish people (yaw within +-60 deg, 60 % of the joint
+    # The teacher's training domain: studio-like. Frontal-ish people (yaw within +-90 deg, 70 % of the joint
     # angle ranges) standing nearer the camera, saturated primary-hue clothes, plain gradient backdrops, even
     # light, clean optics.
     "source": DomainStyle(
         name="source",
         scene_kwargs={
-            "pose_range_scale": 0.6,
-            "yaw_range": (-math.pi / 3, math.pi / 3),
+            "pose_range_scale": 0.7,
+            "yaw_range": (-math.pi / 2, math.pi / 2),
             "pitch_range": (-0.12, 0.12),
             "roll_range": (-0.08, 0.08),
             "depth_range": (3000.0, 6000.0),
@@ -150,7 +150,7 @@ DOMAIN_STYLES: dict[str, DomainStyle] = {
         blur_sigma=(0.3, 0.6),
         noise_std=(0.0, 0.01),
     ),
-    # The deployment domain: any orientation, full joint ranges, people up to 8 m away, muted and striped
+    # The deployment domain: any orientation, full joint ranges, people up to 7.5 m away, muted and striped
     # clothes over a broader range of skin tones, textured rooms (perspective floor, striped walls, clutter),
     # coloured uneven light, vignetting, defocus and sensor noise.
     "target": DomainStyle(
@@ -160,7 +160,7 @@ DOMAIN_STYLES: dict[str, DomainStyle] = {
             "yaw_range": (-math.pi, math.pi),
             "pitch_range": (-0.25, 0.25),
             "roll_range": (-0.15, 0.15),
-            "depth_range": (3000.0, 8000.0),
+            "depth_range": (3000.0, 7500.0),
         },
         limb_scale=(0.8, 1.05),
         saturation=(0.15, 0.6),
@@ -172,14 +172,14 @@ DOMAIN_STYLES: dict[str, DomainStyle] = {
         bg_noise=0.12,
         bg_floor=0.2,
         bg_stripes=0.08,
-        bg_clutter_prob=0.5,
+        bg_clutter_prob=0.35,
         bg_saturation=(0.1, 0.5),
         ambient=(0.35, 0.6),
         diffuse=(0.3, 0.7),
         tint=0.12,
         vignette=(0.1, 0.35),
-        blur_sigma=(0.6, 1.4),
-        noise_std=(0.015, 0.045),
+        blur_sigma=(0.5, 1.1),
+        noise_std=(0.01, 0.035),
     ),
 }
 

@@ -138,14 +138,39 @@ def run_chain(
         fingerprints[name] = fingerprint
         if name not in stages:
             continue
-        action = plan_action(run, fingerprint)
-        if action == "skip":
-            print(f"[pipeline] {name}: checkpoint matches the config (fingerprint {fingerprint}); skipped", flush=True)
-            continue
-        start = time.time()
-        run_stage(run, action, env)
-        write_stamp(run, fingerprint, time.time() - start)
+        execute(run, fingerprint, env)
     return fingerprints
+
+
+def execute(run: StageRun, fingerprint: str, env: dict[str, str]) -> None:
+    """Skip, resume or train one stage, then stamp it."""
+    action = plan_action(run, fingerprint)
+    if action == "skip":
+        print(f"[pipeline] {run.name}: checkpoint matches the config (fingerprint {fingerprint}); skipped", flush=True)
+        return
+    start = time.time()
+    run_stage(run, action, env)
+    write_stamp(run, fingerprint, time.time() - start)
+
+
+def run_ablation(
+    workdir: Path, preset: str, fingerprints: dict[str, str], extra: dict[str, list[str]], env: dict[str, str]
+) -> Path:
+    """Phase 1 without L_adapt (Table 2's "+ L_recon" row) in ``<workdir>/ablation/recon_only``.
+
+    It chains from the main run's distill stage (teacher, aae and distill are linked in), so the rows differ only
+    in the losses. Returns its checkpoint.
+    """
+    root = workdir / "ablation" / "recon_only"
+    (root / "runs").mkdir(parents=True, exist_ok=True)
+    for upstream in UPSTREAM["phase1"] + UPSTREAM["distill"]:
+        link = root / "runs" / upstream
+        if not link.exists():
+            link.symlink_to(workdir / "runs" / upstream, target_is_directory=True)
+    overrides = [*extra["phase1"], "--model.init_args.use_adapt=false", "--trainer.logger.init_args.name=phase1_recon"]
+    run = StageRun("phase1", stage_configs("phase1", preset), overrides, root)
+    execute(run, run.fingerprint(fingerprints), env)
+    return run.last_ckpt
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -169,6 +194,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="STAGE:ARG",
         help="extra 'lightning fit' argument for one stage or 'all', e.g. --extra=all:--trainer.max_epochs=1 "
         "(part of the stage's fingerprint)",
+    )
+    parser.add_argument(
+        "--ablation", action="store_true", help="also run phase 1 without L_adapt (Table 2's '+ L_recon' row)"
     )
     parser.add_argument("--eval-images", type=int, default=128, help="size of the held-out target test set")
     return parser.parse_args(argv)
@@ -206,12 +234,17 @@ def main(argv: list[str] | None = None) -> int:
     env["WANDB_MODE"] = args.wandb or env.get("WANDB_MODE", "offline")
     env.setdefault("WANDB_RUN_GROUP", f"chain-{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
     start = time.time()
-    run_chain(workdir, args.preset, stages, extra, env)
+    fingerprints = run_chain(workdir, args.preset, stages, extra, env)
+    extra_rows = {}
+    if args.ablation:
+        extra_rows["phase1_recon"] = run_ablation(workdir, args.preset, fingerprints, extra, env)
     print(f"[pipeline] stages done in {time.time() - start:.0f} s", flush=True)
     if not args.skip_eval:
         from lightning_mp3d.report import evaluate_chain
 
-        evaluate_chain(workdir / "runs", workdir / "results", preset=args.preset, num_images=args.eval_images)
+        evaluate_chain(
+            workdir / "runs", workdir / "results", args.preset, num_images=args.eval_images, extra_rows=extra_rows
+        )
     return 0
 
 

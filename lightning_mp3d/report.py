@@ -45,6 +45,7 @@ STUDENT_STAGES = ("distill", "phase1", "phase2")
 ROW_NAMES = {
     "teacher": "Teacher (stage 0, 2D only)",
     "distill": "L_distl only (distill)",
+    "phase1_recon": "+ L_recon (phase1 without L_adapt)",
     "phase1": "+ L_recon + L_adapt (phase1)",
     "phase2": "+ L_ss (phase2)",
 }
@@ -188,10 +189,11 @@ def _plot_examples(estimator: torch.nn.Module, batch: dict[str, torch.Tensor], p
 
 
 def evaluate_chain(
-    runs: Path, results: Path, preset: str = "tiny", num_images: int = 128
+    runs: Path, results: Path, preset: str = "tiny", num_images: int = 128, extra_rows: dict[str, Path] | None = None
 ) -> dict[str, dict[str, dict[str, float]]]:
     """Evaluate the teacher and every trained student stage under ``runs``; write the tables to ``results``.
 
+    ``extra_rows`` adds ablation checkpoints (row name -> student checkpoint), placed before the stage they vary.
     Returns ``{protocol name: {row: {metric: value}}}``.
     """
     from lightning_mp3d.inference import PoseEstimator
@@ -206,8 +208,12 @@ def evaluate_chain(
         for protocol in PROTOCOLS:
             tables[protocol.name]["teacher"] = teacher_2d(teacher, batches, protocol)
     last_estimator = None
-    for stage in STUDENT_STAGES:
-        ckpt = runs / stage / "checkpoints" / "last.ckpt"
+    rows = {stage: runs / stage / "checkpoints" / "last.ckpt" for stage in STUDENT_STAGES}
+    for name, path in (extra_rows or {}).items():  # e.g. phase1_recon goes just before phase1
+        order = list(rows)
+        at = order.index(name.split("_")[0]) if name.split("_")[0] in order else len(order)
+        rows = dict([*list(rows.items())[:at], (name, Path(path)), *list(rows.items())[at:]])
+    for stage, ckpt in rows.items():
         if ckpt.is_file():
             last_estimator = PoseEstimator.from_stage_checkpoint(ckpt)
             with torch.no_grad():

@@ -35,13 +35,15 @@ def fake_fit(tmp_path, monkeypatch):
     work = tmp_path / "work"
 
     def calls() -> list[dict]:
-        path = work / "calls.jsonl"
-        lines = path.read_text().splitlines() if path.exists() else []
-        path.unlink(missing_ok=True)
-        return [json.loads(line) for line in lines]
+        records = []
+        for path in sorted(work.rglob("calls.jsonl"), key=lambda p: len(p.parts)):  # the main chain first
+            records += [json.loads(line) for line in path.read_text().splitlines()]
+            path.unlink()
+        return records
 
     calls.install = install
     calls.work = work
+    work.mkdir()
     return calls
 
 
@@ -51,8 +53,7 @@ def run(work: Path, *extra: str) -> None:
     )
 
 
-def test_first_run_trains_every_stage_in_order_then_everything_is_skipped(fake_fit, monkeypatch):
-    monkeypatch.chdir(fake_fit.work.parent)
+def test_first_run_trains_every_stage_in_order_then_everything_is_skipped(fake_fit):
     run(fake_fit.work)
     assert [c["stage"] for c in fake_fit()] == list(pipeline.STAGES)
     for stage in pipeline.STAGES:
@@ -62,8 +63,7 @@ def test_first_run_trains_every_stage_in_order_then_everything_is_skipped(fake_f
     assert fake_fit() == []
 
 
-def test_a_changed_stage_retrains_it_and_everything_downstream_keeping_the_old_run(fake_fit, monkeypatch):
-    monkeypatch.chdir(fake_fit.work.parent)
+def test_a_changed_stage_retrains_it_and_everything_downstream_keeping_the_old_run(fake_fit):
     run(fake_fit.work)
     fake_fit()
     run(fake_fit.work, "--extra=distill:--model.init_args.lr=0.5")
@@ -74,8 +74,7 @@ def test_a_changed_stage_retrains_it_and_everything_downstream_keeping_the_old_r
     assert [k.split(".old-")[0] for k in kept] == ["distill", "phase1", "phase2"]
 
 
-def test_a_stage_killed_midway_resumes_from_last_ckpt(fake_fit, monkeypatch):
-    monkeypatch.chdir(fake_fit.work.parent)
+def test_a_stage_killed_midway_resumes_from_last_ckpt(fake_fit):
     fake_fit.install(fail_stage="phase1")
     with pytest.raises(Exception):  # noqa: B017 - the subprocess failure surfaces as CalledProcessError
         run(fake_fit.work)
@@ -109,3 +108,15 @@ def test_bad_arguments_are_clear_errors(tmp_path):
         pipeline.main(["--workdir", str(tmp_path), "--extra=bogus:--x=1"])
     with pytest.raises(FileNotFoundError, match="preset 'nano' has no overrides"):
         pipeline.stage_configs("aae", "nano")
+
+
+def test_ablation_runs_phase1_without_adapt_from_the_main_distill(fake_fit):
+    run(fake_fit.work, "--ablation")
+    calls = fake_fit()
+    assert [c["stage"] for c in calls] == [*pipeline.STAGES, "phase1"]
+    assert "--model.init_args.use_adapt=false" in calls[-1]["args"]
+    root = fake_fit.work / "ablation" / "recon_only"
+    assert (root / "runs" / "phase1" / "checkpoints" / "last.ckpt").is_file()
+    assert (root / "runs" / "distill").resolve() == (fake_fit.work / "runs" / "distill").resolve()
+    run(fake_fit.work, "--ablation")
+    assert fake_fit() == []

@@ -154,3 +154,17 @@ def test_unique_root_mask_keeps_best_person_per_cell():
     score = torch.tensor([[0.2, 0.9, 0.1, 1.0]])
     assert unique_root_mask(cells, mask, score).tolist() == [[False, True, True, False]]
     assert unique_root_mask(cells, mask).tolist() == [[True, False, True, False]]
+
+
+def test_depth_is_bounded_but_its_gradient_never_dies():
+    from lightning_mp3d.models.aae import PoseDecoder
+    from lightning_mp3d.models.scene_decoder import SceneDecoder
+
+    decoder = SceneDecoder(PoseDecoder(), depth_scale_mm=5000.0, max_log_depth=3.0)
+    x = torch.tensor([50.0, -50.0, 0.0, 1.0], requires_grad=True)
+    depth = decoder.depth_from_raw(x)
+    expected = 5000.0 * torch.exp(torch.tensor([3.0, -3.0, 0.0, 1.0]))
+    torch.testing.assert_close(depth.detach(), expected)
+    depth.sum().backward()
+    assert (x.grad > 0).all()  # a diverged depth can still be pulled back
+    torch.testing.assert_close(decoder.raw_from_depth(depth.detach()[2:]), x.detach()[2:])

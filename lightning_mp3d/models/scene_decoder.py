@@ -57,7 +57,8 @@ class SceneDecoder(nn.Module):
         pose_decoder: frozen Psi, phi (..., 32) -> p_l (..., 15, 3); set to eval with requires_grad False here.
         image_size: input side in pixels (224); fixes the intrinsics (``Intrinsics.for_image``).
         depth_scale_mm: d0 in ``d = d0 * exp(x)``.
-        max_log_depth: |x| is clamped to this (d stays within d0 * e^{+-max}).
+        max_log_depth: the value of x is clamped to +-max (d stays within d0 * e^{+-max}) but its gradient passes
+            straight through: a plain clamp left a diverged depth stuck at 100 m with zero gradient.
     """
 
     def __init__(
@@ -85,10 +86,11 @@ class SceneDecoder(nn.Module):
 
     def depth_from_raw(self, x: torch.Tensor) -> torch.Tensor:
         """Raw depth channel -> millimetres."""
-        return self.depth_scale_mm * torch.exp(x.clamp(-self.max_log_depth, self.max_log_depth))
+        bounded = x + (x.clamp(-self.max_log_depth, self.max_log_depth) - x).detach()  # value clamped, gradient kept
+        return self.depth_scale_mm * torch.exp(bounded)
 
     def raw_from_depth(self, depth_mm: torch.Tensor) -> torch.Tensor:
-        """Millimetres -> raw depth channel value (inverse of ``depth_from_raw``)."""
+        """Millimetres -> raw depth channel value (inverse of ``depth_from_raw`` inside d0 * e^{+-max})."""
         return torch.log(depth_mm / self.depth_scale_mm)
 
     def forward(

@@ -157,9 +157,6 @@ def test_unique_root_mask_keeps_best_person_per_cell():
 
 
 def test_depth_is_bounded_but_its_gradient_never_dies():
-    from lightning_mp3d.models.aae import PoseDecoder
-    from lightning_mp3d.models.scene_decoder import SceneDecoder
-
     decoder = SceneDecoder(PoseDecoder(), depth_scale_mm=5000.0, max_log_depth=3.0)
     x = torch.tensor([50.0, -50.0, 0.0, 1.0], requires_grad=True)
     depth = decoder.depth_from_raw(x)

@@ -13,7 +13,9 @@ def _adam_steps(ckpt: dict) -> list[float]:
 def test_phase1_resume_from_last_ckpt_continues(tmp_path):
     teacher, aae = make_frozen_checkpoints(tmp_path / "frozen")
     drop = "--model.init_args.lr_drop_iteration=3"
-    first = run_stage("phase1", tmp_path, teacher, aae, "--trainer.max_steps=3", drop)
+    # max_steps, not the preset's epoch count, must end both runs
+    epochs = "--trainer.max_epochs=50"
+    first = run_stage("phase1", tmp_path, teacher, aae, "--trainer.max_steps=3", drop, epochs)
     last = tmp_path / "phase1" / "checkpoints" / "last.ckpt"
     ckpt = torch.load(last, weights_only=False)
     assert ckpt["global_step"] == 3
@@ -22,7 +24,7 @@ def test_phase1_resume_from_last_ckpt_continues(tmp_path):
     assert first.model.optimizers()[0].param_groups[0]["lr"] == 1e-3  # 2 iterations < drop at 3
 
     seen: list[str] = []
-    resumed_args = ("--trainer.max_steps=9", drop, f"--ckpt_path={last}")
+    resumed_args = ("--trainer.max_steps=9", drop, epochs, f"--ckpt_path={last}")
     from lightning_mp3d.systems.phase1 import Phase1Alignment
 
     original = Phase1Alignment.training_step

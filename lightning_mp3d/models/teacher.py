@@ -20,6 +20,7 @@ Caffe weights expect. Pure tensor code: no Lightning import.
 
 from __future__ import annotations
 
+import abc
 from pathlib import Path
 
 import torch
@@ -45,8 +46,8 @@ def normalize_images(images: torch.Tensor, bgr: bool = False) -> torch.Tensor:
     return x * (255.0 / 256.0) - 0.5
 
 
-class Teacher(nn.Module):
-    """Base class of the frozen teacher {E, F}.
+class Teacher(nn.Module, abc.ABC):
+    """Abstract base class of the frozen teacher {E, F}.
 
     Subclasses set ``v_channels`` and implement :meth:`encode` and :meth:`decode`.
     """
@@ -60,13 +61,13 @@ class Teacher(nn.Module):
         self._frozen = False
         self.grouping_kwargs: dict[str, float] = {}
 
+    @abc.abstractmethod
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """E: images (B, 3, 224, 224) float in [0, 1] -> v (B, C_v, 28, 28)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def decode(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """F: v (B, C_v, 28, 28) -> (heatmaps (B, 15, 28, 28), pafs (B, 28, 28, 28)) in our order."""
-        raise NotImplementedError
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """F(E(images)): (heatmaps (B, 15, 28, 28), pafs (B, 28, 28, 28))."""

@@ -120,3 +120,13 @@ def test_cross_modal_datamodule_yields_one_source_per_step():
     assert not torch.equal(out[1]["image"], out[3]["image"])  # the image stream restarted with a new epoch
     with pytest.raises(ValueError, match="even"):
         CrossModalDataModule(batches_per_epoch=3)
+
+
+def test_detach_depth_cuts_only_the_depth_channel():
+    from lightning_mp3d.systems.common import _detach_depth
+
+    s = torch.randn(2, 40, 14, 14, requires_grad=True)
+    out = _detach_depth(s)
+    torch.testing.assert_close(out, s)
+    out.sum().backward()
+    assert (s.grad[:, :39] == 1).all() and (s.grad[:, 39] == 0).all()

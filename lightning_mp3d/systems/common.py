@@ -55,6 +55,11 @@ def stage_checkpoint_info(path: str | Path) -> dict[str, Any]:
     return ckpt.get(STAGE_KEY, {}) if isinstance(ckpt, dict) else {}
 
 
+def _detach_depth(s: torch.Tensor) -> torch.Tensor:
+    """s with its depth channel (the last) cut from the graph."""
+    return torch.cat((s[:, :-1], s[:, -1:].detach()), 1)
+
+
 class CrossModalStage(LightningModule):
     """Base of DistillationWarmup, Phase1Alignment and Phase2SelfSupervised.
 
@@ -82,6 +87,8 @@ class CrossModalStage(LightningModule):
         grouping: keyword overrides of the teacher's PAF grouping (e.g. peak_threshold).
         val_figures: draw the 3D skeleton / 2D overlay figures at each validation.
         transform_seed: seed of the random spatial transforms (offset by the global rank).
+        ss_detach_depth: L_ss sends no gradient into the depth channel. Off in the paper; on, it removes L_ss's
+            degenerate minimum (every person pushed far away, so all projected joints collapse onto the root).
     """
 
     stage_name = "base"
@@ -113,6 +120,7 @@ class CrossModalStage(LightningModule):
         grouping: dict[str, float] | None = None,
         val_figures: bool = True,
         transform_seed: int = 0,
+        ss_detach_depth: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -325,6 +333,8 @@ class CrossModalStage(LightningModule):
         with torch.no_grad():  # E is frozen: nothing upstream of v' trains
             v_prime = self.teacher.encode(warp_images(images, transform).clamp(0, 1))
         s, s_prime = self.h(t.v), self.h(v_prime)
+        if self.hparams.ss_detach_depth:  # L_ss can shrink every 2D pose onto its root by pushing the depth away
+            s, s_prime = _detach_depth(s), _detach_depth(s_prime)
         scene = self.decoder(s, t.cells, t.mask, t.people.roots_px)
         roots_px, cells, mask = transformed_roots(t.people.roots_px, t.mask, transform, s.shape[-1], images.shape[-1])
         scene_prime = self.decoder(s_prime, cells, mask, roots_px)

@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 import torch
 
+from lightning_mp3d.atomic import write_text_atomic
 from lightning_mp3d.datamodules.mupots import to_full_resolution
 from lightning_mp3d.metrics import MPJPE, PAMPJPE, PCK2D, PCK3D, BoxIoU
 from lightning_mp3d.metrics.functional import OFFICIAL_MATCH_THRESHOLD_PX, PCK3D_ABS_THRESHOLD_MM
@@ -191,10 +192,8 @@ def result_to_markdown(r: EvaluationResult, title: str = "Evaluation") -> str:
 def write_results(r: EvaluationResult, out_dir: str | Path, title: str = "Evaluation") -> tuple[Path, Path]:
     """Write ``results.md`` and ``results.json`` into ``out_dir``; return both paths."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    md, js = out / "results.md", out / "results.json"
-    md.write_text(result_to_markdown(r, title))
-    js.write_text(json.dumps(result_to_json(r), indent=2))
+    md = write_text_atomic(out / "results.md", result_to_markdown(r, title))
+    js = write_text_atomic(out / "results.json", json.dumps(result_to_json(r), indent=2))
     return md, js
 
 

@@ -28,6 +28,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lightning_mp3d.atomic import write_text_atomic
+
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 STAGES = ("teacher", "aae", "distill", "phase1", "phase2")
 UPSTREAM = {"teacher": (), "aae": (), "distill": ("teacher", "aae"), "phase1": ("distill",), "phase2": ("phase1",)}
@@ -89,9 +91,8 @@ def read_stamp(run: StageRun) -> str | None:
 
 
 def write_stamp(run: StageRun, fingerprint: str, seconds: float) -> None:
-    tmp = run.stamp_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"stage": run.name, "fingerprint": fingerprint, "seconds": round(seconds, 1)}, indent=2))
-    os.replace(tmp, run.stamp_path)
+    record = {"stage": run.name, "fingerprint": fingerprint, "seconds": round(seconds, 1)}
+    write_text_atomic(run.stamp_path, json.dumps(record, indent=2))
 
 
 def plan_action(run: StageRun, fingerprint: str) -> str:

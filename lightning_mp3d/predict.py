@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from lightning_mp3d.atomic import save_figure_atomic, write_text_atomic
 from lightning_mp3d.skeleton import JOINTS
 
 
@@ -75,13 +76,6 @@ def people_json(prediction, i: int, transform: torch.Tensor, image_size: int) ->
     }
 
 
-def _atomic_json(path: Path, record: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, path)
-
-
 def export_torchscript(estimator: torch.nn.Module, path: str | Path, image_size: int = 224) -> torch.jit.ScriptModule:
     """Trace E -> H -> NMS -> M to TorchScript; the traced module returns the Prediction fields as a tuple."""
     example = torch.rand(2, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
@@ -119,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from lightning_mp3d.inference import PoseEstimator
-    from lightning_mp3d.visualize import prediction_figure
+    from lightning_mp3d.visualize import plt, prediction_figure
 
     kwargs = {} if args.threshold is None else {"threshold": args.threshold}
     estimator = PoseEstimator.from_stage_checkpoint(args.checkpoint, **kwargs)
@@ -133,16 +127,13 @@ def main(argv: list[str] | None = None) -> int:
             prediction = estimator(images)
             for i, sample in enumerate(batch):
                 stem = args.out / Path(sample["key"]).with_suffix("")
-                _atomic_json(stem.with_suffix(".json"), people_json(prediction, i, sample["transform"], size))
+                record = people_json(prediction, i, sample["transform"], size)
+                write_text_atomic(stem.with_suffix(".json"), json.dumps(record, indent=1))
                 if not args.no_png:
-                    import matplotlib.pyplot as plt
-
                     single = type(prediction)(*(f[i : i + 1] for f in prediction))
                     fig = prediction_figure(images[i : i + 1], single)
-                    tmp = stem.with_suffix(".tmp.png")
-                    fig.savefig(tmp, dpi=90)
+                    save_figure_atomic(fig, stem.with_suffix(".png"), dpi=90)
                     plt.close(fig)
-                    os.replace(tmp, stem.with_suffix(".png"))
             count += len(batch)
             bar.update(len(batch))
     print(f"wrote {count} predictions to {args.out}")

@@ -17,12 +17,12 @@ are the paper's Table 2 ablation rows: distill = L_distl only; phase1 = + L_reco
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 
+from lightning_mp3d.atomic import save_figure_atomic, write_text_atomic
 from lightning_mp3d.metrics import PCK2D, BoxIoU
 from lightning_mp3d.metrics.functional import MATCH_THRESHOLD_PX_224, PCK2D_THRESHOLD_PX
 
@@ -144,12 +144,6 @@ def _markdown(tables: dict[str, dict[str, dict[str, float]]], num_images: int, p
     return "\n".join(lines)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _plot_rows(rows: dict[str, dict[str, float]], path: Path, title: str) -> None:
     import matplotlib
 
@@ -169,23 +163,17 @@ def _plot_rows(rows: dict[str, dict[str, float]], path: Path, title: str) -> Non
     ax.set_title(f"target domain, {title} thresholds", fontsize=8)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    save_figure_atomic(fig, path, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def _plot_examples(estimator: torch.nn.Module, batch: dict[str, torch.Tensor], path: Path, count: int = 4) -> None:
-    from lightning_mp3d.visualize import prediction_figure
+    from lightning_mp3d.visualize import plt, prediction_figure
 
     out = estimator(batch["image"][:count])
     fig = prediction_figure(batch["image"][:count], out, gt_2d=batch["gt_2d"][:count], gt_mask=batch["gt_mask"][:count])
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=90)
-    import matplotlib.pyplot as plt
-
+    save_figure_atomic(fig, path, dpi=90)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def evaluate_chain(
@@ -223,9 +211,9 @@ def evaluate_chain(
     if not any(tables.values()):
         raise FileNotFoundError(f"no trained stage under {runs}/<stage>/checkpoints/last.ckpt")
     md = _markdown(tables, num_images, preset)
-    _atomic_write(results / "results.md", md)
+    write_text_atomic(results / "results.md", md)
     record = {"preset": preset, "num_images": num_images, "protocols": [p._asdict() for p in PROTOCOLS]}
-    _atomic_write(results / "results.json", json.dumps({**record, "tables": tables}, indent=2))
+    write_text_atomic(results / "results.json", json.dumps({**record, "tables": tables}, indent=2))
     _plot_rows(tables[PROTOCOLS[-1].name], results / "results.png", PROTOCOLS[-1].name)
     if last_estimator is not None:
         _plot_examples(last_estimator, batches[0], results / "examples.png")

@@ -6,7 +6,6 @@ unless the user sets ``WANDB_MODE=online``. Only global rank 0 writes or logs.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib
@@ -16,19 +15,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 from lightning.pytorch import LightningModule  # noqa: E402
 from lightning.pytorch.loggers import WandbLogger  # noqa: E402
 
+from lightning_mp3d.atomic import save_figure_atomic  # noqa: E402
+
 
 def run_folder(module: LightningModule) -> Path:
     """The folder of the current run: the logger's log_dir if it has one, else the trainer's root dir."""
     trainer = module.trainer
     path = trainer.log_dir or trainer.default_root_dir
     return Path(path)
-
-
-def _atomic_savefig(fig: plt.Figure, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    os.replace(tmp, path)
 
 
 def log_figure(module: LightningModule, key: str, fig: plt.Figure, close: bool = True) -> Path | None:
@@ -40,7 +34,7 @@ def log_figure(module: LightningModule, key: str, fig: plt.Figure, close: bool =
     if module.trainer.is_global_zero:
         name = key.replace("/", "_")
         path = run_folder(module) / "media" / f"{name}_step{module.global_step:07d}.png"
-        _atomic_savefig(fig, path)
+        save_figure_atomic(fig, path, bbox_inches="tight")
         for logger in module.loggers:
             if isinstance(logger, WandbLogger):
                 import wandb

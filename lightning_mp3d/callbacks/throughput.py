@@ -7,12 +7,13 @@ Add to any stage: ``--trainer.callbacks+=lightning_mp3d.callbacks.throughput.Thr
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
+
+from lightning_mp3d.atomic import write_text_atomic
 
 
 def _batch_size(batch: Any) -> int:
@@ -59,7 +60,4 @@ class ThroughputRecorder(Callback):
         }
         path = Path(self.out)
         path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record))
-        os.replace(tmp, path)
+        write_text_atomic(path, json.dumps(record))

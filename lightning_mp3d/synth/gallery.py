@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from lightning_mp3d.atomic import save_figure_atomic  # noqa: E402
 from lightning_mp3d.skeleton import LIMBS  # noqa: E402
 from lightning_mp3d.synth.render import DOMAIN_STYLES, synthetic_batch  # noqa: E402
 
@@ -46,9 +47,7 @@ def make_gallery(out: str | Path, per_style: int = 6, seed: int = 0, styles: tup
                 ax.set_xlim(0, 224)
                 ax.set_ylim(224, 0)
     fig.tight_layout()
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    path = save_figure_atomic(fig, out, dpi=110)
     plt.close(fig)
     return path
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
+from lightning_mp3d.atomic import save_figure_atomic
 from lightning_mp3d.skeleton import LIMBS, NUM_JOINTS
 from lightning_mp3d.synth.maps import render_maps
 from lightning_mp3d.synth.scenes import compose_scenes
@@ -97,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         maps = render_maps(scenes.joints_2d, scenes.mask)
         fig = plot_scenes(scenes, maps)
-        fig.savefig(args.out, dpi=80)
+        save_figure_atomic(fig, args.out, dpi=80)
         print(f"wrote {args.out}")
     if args.shards:
         summarise(args.shards)

@@ -184,6 +184,17 @@ class PoseMachine(nn.Module):
         x = torch.cat((paf1, heatmap1, feature), 1)
         return self.model2_1(x), self.model2_2(x)
 
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """E on a normalised image: v = concat(L1 conv5_4, L2 conv5_4, conv4_4_CPM), (B, 2 c5 + c4, H/8, W/8)."""
+        feature = self.backbone(x)
+        return torch.cat((*self.stage1_features(feature), feature), 1)
+
+    def decode(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """F: conv5_5 of both stage-1 branches and stage 2 from v -> the stage-2 (pafs, heatmaps)."""
+        c5 = self.branch_channels
+        paf1, heatmap1 = self.stage1_heads(v[:, :c5], v[:, c5 : 2 * c5])
+        return self.stage2(paf1, heatmap1, v[:, 2 * c5 :])
+
     def forward(self, x: torch.Tensor) -> PoseMachineOutput:
         """The port's forward up to stage 2 on a normalised image (B, 3, H, W)."""
         feature = self.backbone(x)

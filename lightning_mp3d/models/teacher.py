@@ -119,15 +119,12 @@ class EmbeddedTeacher(Teacher):
         return self.net(normalize_images(images))
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        feature = self.net.backbone(normalize_images(images))
-        return torch.cat((*self.net.stage1_features(feature), feature), 1)
+        return self.net.encode(normalize_images(images))
 
     def decode(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self._check_v(v)
-        c5 = self.net.branch_channels
-        paf1, heatmap1 = self.net.stage1_heads(v[:, :c5], v[:, c5 : 2 * c5])
-        paf2, heatmap2 = self.net.stage2(paf1, heatmap1, v[:, 2 * c5 :])
-        return heatmap2, paf2
+        paf, heatmap = self.net.decode(v)
+        return heatmap, paf
 
 
 # OpenPose COCO-18 limbs (the port's limbSeq, 0-based) and their PAF channels (the port's mapIdx - 19).
@@ -242,16 +239,13 @@ class OpenPoseTeacher(Teacher):
             load_openpose_state_dict(self.net, weights)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        feature = self.net.backbone(normalize_images(images, bgr=True))
-        return torch.cat((*self.net.stage1_features(feature), feature), 1)
+        return self.net.encode(normalize_images(images, bgr=True))
 
     def decode_coco(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """F in OpenPose's own order: (heatmaps (B, 19, 28, 28), pafs (B, 38, 28, 28)) = stage-2 output."""
         self._check_v(v)
-        c5 = self.net.branch_channels
-        paf1, heatmap1 = self.net.stage1_heads(v[:, :c5], v[:, c5 : 2 * c5])
-        paf2, heatmap2 = self.net.stage2(paf1, heatmap1, v[:, 2 * c5 :])
-        return heatmap2, paf2
+        paf, heatmap = self.net.decode(v)
+        return heatmap, paf
 
     def decode(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return coco_to_ours_maps(*self.decode_coco(v))

@@ -11,6 +11,8 @@ result NamedTuple (``.as_dict(prefix)`` flattens it for ``self.log_dict``). One 
 
 from __future__ import annotations
 
+import abc
+
 import torch
 from torchmetrics import Metric
 
@@ -61,6 +63,32 @@ class _PersonMetric(Metric):
             "matching": self.matching,
         }
 
+    def update(
+        self,
+        pred_poses: torch.Tensor | None,
+        pred_2d: torch.Tensor,
+        pred_mask: torch.Tensor,
+        gt_poses: torch.Tensor | None,
+        gt_2d: torch.Tensor,
+        gt_mask: torch.Tensor,
+        sequence: torch.Tensor | None = None,
+    ) -> None:
+        """Accumulate a batch of frames; shapes as in ``functional`` (2D-only metrics ignore the 3D arguments).
+
+        Each state is the same-named field of the batch's sufficient statistics, added in place.
+        """
+        stats = self._batch_stats(pred_poses, pred_2d, pred_mask, gt_poses, gt_2d, gt_mask, sequence)
+        for name, value in stats._asdict().items():
+            setattr(self, name, getattr(self, name) + value)
+
+    @abc.abstractmethod
+    def _batch_stats(self, pred_poses, pred_2d, pred_mask, gt_poses, gt_2d, gt_mask, sequence) -> tuple:
+        """The functional ``_*_update`` of this metric: a stats NamedTuple whose fields name the states."""
+
+    def _state_stats(self, stats_type: type) -> tuple:
+        """The accumulated states as a stats NamedTuple of ``stats_type``."""
+        return stats_type(*(getattr(self, field) for field in stats_type._fields))
+
 
 class PCK3D(_PersonMetric):
     """3DPCK on the MuPoTS-3D protocol: 'all' (unmatched GT = 0) and 'matched', AUC 0:5:150 mm, per group and sequence.
@@ -101,28 +129,15 @@ class PCK3D(_PersonMetric):
         self._sum_state("people_all", num_sequences)
         self._sum_state("people_matched", num_sequences)
 
-    def update(
-        self,
-        pred_poses: torch.Tensor,
-        pred_2d: torch.Tensor,
-        pred_mask: torch.Tensor,
-        gt_poses: torch.Tensor,
-        gt_2d: torch.Tensor,
-        gt_mask: torch.Tensor,
-        sequence: torch.Tensor | None = None,
-    ) -> None:
-        """Accumulate a batch; shapes as in ``functional.pck3d``."""
-        s = F._pck3d_update(
+    def _batch_stats(self, pred_poses, pred_2d, pred_mask, gt_poses, gt_2d, gt_mask, sequence) -> tuple:
+        return F._pck3d_update(
             pred_poses, pred_2d, pred_mask, gt_poses, gt_2d, gt_mask, sequence,
             thresholds=self.thresholds, mode=self.mode, protocol=self.protocol, **self._match_kwargs,
         )  # fmt: skip
-        self.correct += s.correct
-        self.people_all += s.people_all
-        self.people_matched += s.people_matched
 
     def compute(self) -> F.PCK3DResult:
         """PCK3DResult over everything accumulated (on all ranks)."""
-        return F._pck3d_compute(F.PCK3DStats(self.correct, self.people_all, self.people_matched), self.joints)
+        return F._pck3d_compute(self._state_stats(F.PCK3DStats), self.joints)
 
 
 class _MPJPEBase(_PersonMetric):
@@ -142,26 +157,14 @@ class _MPJPEBase(_PersonMetric):
         self._sum_state("error_sum", num_sequences, NUM_JOINTS)
         self._sum_state("people", num_sequences)
 
-    def update(
-        self,
-        pred_poses: torch.Tensor,
-        pred_2d: torch.Tensor,
-        pred_mask: torch.Tensor,
-        gt_poses: torch.Tensor,
-        gt_2d: torch.Tensor,
-        gt_mask: torch.Tensor,
-        sequence: torch.Tensor | None = None,
-    ) -> None:
-        """Accumulate a batch; shapes as in ``functional.mpjpe``."""
-        s = F._mpjpe_update(
+    def _batch_stats(self, pred_poses, pred_2d, pred_mask, gt_poses, gt_2d, gt_mask, sequence) -> tuple:
+        return F._mpjpe_update(
             pred_poses, pred_2d, pred_mask, gt_poses, gt_2d, gt_mask, sequence, align=self._align, **self._match_kwargs
         )
-        self.error_sum += s.error_sum
-        self.people += s.people
 
     def compute(self) -> F.MPJPEResult:
         """MPJPEResult (mm) over the matched people accumulated on all ranks."""
-        return F._mpjpe_compute(F.MPJPEStats(self.error_sum, self.people), self.joints)
+        return F._mpjpe_compute(self._state_stats(F.MPJPEStats), self.joints)
 
 
 class MPJPE(_MPJPEBase):
@@ -198,28 +201,14 @@ class PCK2D(_PersonMetric):
         self._sum_state("people_all", self.num_sequences)
         self._sum_state("people_matched", self.num_sequences)
 
-    def update(
-        self,
-        pred_poses: torch.Tensor | None,
-        pred_2d: torch.Tensor,
-        pred_mask: torch.Tensor,
-        gt_poses: torch.Tensor | None,
-        gt_2d: torch.Tensor,
-        gt_mask: torch.Tensor,
-        sequence: torch.Tensor | None = None,
-    ) -> None:
-        """Accumulate a batch (3D arguments unused)."""
-        s = F._pck2d_update(
+    def _batch_stats(self, pred_poses, pred_2d, pred_mask, gt_poses, gt_2d, gt_mask, sequence) -> tuple:
+        return F._pck2d_update(
             pred_2d, pred_mask, gt_2d, gt_mask, sequence, threshold_px=self.threshold_px, **self._match_kwargs
         )
-        self.correct += s.correct
-        self.error_sum += s.error_sum
-        self.people_all += s.people_all
-        self.people_matched += s.people_matched
 
     def compute(self) -> F.PCK2DResult:
         """PCK2DResult over everything accumulated."""
-        return F._pck2d_compute(F.PCK2DStats(self.correct, self.error_sum, self.people_all, self.people_matched))
+        return F._pck2d_compute(self._state_stats(F.PCK2DStats))
 
 
 class BoxIoU(_PersonMetric):
@@ -233,25 +222,12 @@ class BoxIoU(_PersonMetric):
         self._sum_state("people_all", self.num_sequences)
         self._sum_state("people_matched", self.num_sequences)
 
-    def update(
-        self,
-        pred_poses: torch.Tensor | None,
-        pred_2d: torch.Tensor,
-        pred_mask: torch.Tensor,
-        gt_poses: torch.Tensor | None,
-        gt_2d: torch.Tensor,
-        gt_mask: torch.Tensor,
-        sequence: torch.Tensor | None = None,
-    ) -> None:
-        """Accumulate a batch (3D arguments unused)."""
-        s = F._box_iou_update(pred_2d, pred_mask, gt_2d, gt_mask, sequence, **self._match_kwargs)
-        self.iou_sum += s.iou_sum
-        self.people_all += s.people_all
-        self.people_matched += s.people_matched
+    def _batch_stats(self, pred_poses, pred_2d, pred_mask, gt_poses, gt_2d, gt_mask, sequence) -> tuple:
+        return F._box_iou_update(pred_2d, pred_mask, gt_2d, gt_mask, sequence, **self._match_kwargs)
 
     def compute(self) -> F.BoxIoUResult:
         """BoxIoUResult over everything accumulated."""
-        return F._box_iou_compute(F.BoxIoUStats(self.iou_sum, self.people_all, self.people_matched))
+        return F._box_iou_compute(self._state_stats(F.BoxIoUStats))
 
 
 class APRoot(Metric):

@@ -14,6 +14,13 @@ CONFIGS = sorted((ROOT / "configs").glob("stage_*.yaml"))
 BIN = Path(sys.executable).parent
 
 
+def run_module(*args: str, check: bool = False, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``python -m lightning_mp3d ARGS`` with captured text output."""
+    return subprocess.run(
+        [sys.executable, "-m", "lightning_mp3d", *args], capture_output=True, text=True, check=check, cwd=cwd
+    )
+
+
 @pytest.mark.parametrize("entry", ["lightning", "lightning-mp3d"])
 def test_console_scripts_run_the_lightning_cli(entry):
     exe = shutil.which(entry, path=str(BIN)) or shutil.which(entry)
@@ -23,9 +30,7 @@ def test_console_scripts_run_the_lightning_cli(entry):
 
 
 def test_python_m_entry():
-    out = subprocess.run(
-        [sys.executable, "-m", "lightning_mp3d", "fit", "--help"], capture_output=True, text=True, check=True
-    ).stdout
+    out = run_module("fit", "--help", check=True).stdout
     assert "--model CONFIG" in out and "--data CONFIG" in out
 
 
@@ -39,22 +44,8 @@ def test_every_stage_config_exists():
 @pytest.mark.parametrize("config", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_every_config_prints_and_instantiates(config, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lightning_mp3d",
-            "fit",
-            "--config",
-            str(config),
-            "--config",
-            str(ROOT / "configs" / "tiny" / config.name),
-            "--print_config",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    tiny = ROOT / "configs" / "tiny" / config.name
+    out = run_module("fit", "--config", str(config), "--config", str(tiny), "--print_config", check=True).stdout
     assert "class_path: lightning_mp3d." in out
     cli = cli_main(
         ["--config", str(config), "--config", str(ROOT / "configs" / "tiny" / config.name), "--trainer.logger=false"],
@@ -66,20 +57,7 @@ def test_every_config_prints_and_instantiates(config, tmp_path, monkeypatch):
 
 def test_unknown_config_key_is_a_clear_error(tmp_path):
     config = CONFIGS[0]
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lightning_mp3d",
-            "fit",
-            "--config",
-            str(config),
-            "--model.init_args.no_such_key=1",
-            "--print_config",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-    )
+    args = ("fit", "--config", str(config), "--model.init_args.no_such_key=1", "--print_config")
+    result = run_module(*args, cwd=tmp_path)
     assert result.returncode != 0
     assert "no_such_key" in result.stderr

@@ -18,10 +18,8 @@ import torch.nn.functional as nnf
 from torch import nn
 
 from lightning_mp3d.models.scene_decoder import SceneDecoder
-from lightning_mp3d.models.student import OUTPUT_GRID, ROOT_CHANNEL, SceneHead
+from lightning_mp3d.models.student import ROOT_CHANNEL, STAGE_KEY, SceneHead
 from lightning_mp3d.roots import find_roots
-
-STAGE_KEY = "lightning_mp3d_stage"
 
 
 class Prediction(NamedTuple):
@@ -69,6 +67,25 @@ def _resolve(recorded: str, stage_checkpoint: Path) -> Path:
     return workdir / path if (workdir / path).exists() else path
 
 
+def decode_people(
+    s: torch.Tensor, scene_decoder: SceneDecoder, threshold: float = 0.3, max_people: int = 8, refine: bool = True
+) -> Prediction:
+    """Root NMS on s's heatmap (optionally refined below the cell), then M at those roots.
+
+    Args:
+        s: (B, 40, G, G) output of H.
+        scene_decoder: M.
+        threshold, max_people: NMS settings (``roots.find_roots``).
+        refine: sub-cell root pixels (``refine_roots``) instead of cell centres.
+    """
+    logits = s[:, ROOT_CHANNEL]
+    size = scene_decoder.image_size
+    roots = find_roots(logits, threshold=threshold, max_people=max_people, image_size=size)
+    root_px = refine_roots(torch.sigmoid(logits), roots.cells, size) if refine else roots.root_px
+    scene = scene_decoder(s, roots.cells, roots.mask, root_px.to(s.dtype))
+    return Prediction(scene.poses, scene.keypoints, roots.confidence, roots.mask, root_px)
+
+
 class PoseEstimator(nn.Module):
     """E -> H -> root NMS -> M.
 
@@ -101,11 +118,7 @@ class PoseEstimator(nn.Module):
         if images.ndim != 4 or images.shape[1] != 3 or images.shape[-1] != self.image_size:
             raise ValueError(f"images must be (B, 3, {self.image_size}, {self.image_size}), got {tuple(images.shape)}")
         s = self.head(self.encoder.encode(images))  # (B, 40, 14, 14)
-        logits = s[:, ROOT_CHANNEL]
-        roots = find_roots(logits, threshold=self.threshold, max_people=self.max_people, image_size=self.image_size)
-        root_px = refine_roots(torch.sigmoid(logits), roots.cells, self.image_size) if self.refine else roots.root_px
-        scene = self.scene_decoder(s, roots.cells, roots.mask, root_px.to(s.dtype))
-        return Prediction(scene.poses, scene.keypoints, roots.confidence, roots.mask, root_px)
+        return decode_people(s, self.scene_decoder, self.threshold, self.max_people, self.refine)
 
     @classmethod
     def from_stage_checkpoint(
@@ -145,4 +158,4 @@ class PoseEstimator(nn.Module):
         return cls(teacher, head, decoder, **kwargs)
 
 
-__all__ = ["OUTPUT_GRID", "PoseEstimator", "Prediction", "refine_roots"]
+__all__ = ["PoseEstimator", "Prediction", "decode_people", "refine_roots"]

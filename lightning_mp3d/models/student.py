@@ -26,6 +26,8 @@ EMBEDDING_DIM = 32
 MAP_CHANNELS = 43  # 15 joint heatmaps + 28 PAF channels
 LATENT_SIZE = 28
 OUTPUT_GRID = 14
+# Key of the record (stage, v_channels, source checkpoints) that every student-stage checkpoint carries.
+STAGE_KEY = "lightning_mp3d_stage"
 
 
 def _leaky() -> nn.LeakyReLU:

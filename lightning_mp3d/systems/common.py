@@ -21,6 +21,7 @@ from lightning.pytorch import LightningModule
 
 from lightning_mp3d.geometry import pixel_to_grid
 from lightning_mp3d.grouping import GroupedPeople, group_people
+from lightning_mp3d.inference import Prediction, decode_people
 from lightning_mp3d.losses.cross_modal import (
     adaptation_loss,
     distillation_loss,
@@ -32,11 +33,10 @@ from lightning_mp3d.losses.cross_modal import (
     transformed_roots,
 )
 from lightning_mp3d.models.scene_decoder import DecodedScene, SceneDecoder
-from lightning_mp3d.models.student import OUTPUT_GRID, PoseMapEncoder, SceneHead
-from lightning_mp3d.roots import find_roots, root_heatmap_targets, unique_root_mask
+from lightning_mp3d.models.student import OUTPUT_GRID, STAGE_KEY, PoseMapEncoder, SceneHead
+from lightning_mp3d.roots import root_heatmap_targets, unique_root_mask
 from lightning_mp3d.transforms import random_spatial_transform, warp_images
 
-STAGE_KEY = "lightning_mp3d_stage"
 FROZEN_PREFIXES = ("teacher.", "decoder.")
 
 
@@ -366,11 +366,10 @@ class CrossModalStage(LightningModule):
 
     # ------------------------------------------------------------------------------------------------ inference
     @torch.no_grad()
-    def predict_people(self, images: torch.Tensor) -> tuple[DecodedScene, Any]:
-        """Inference E -> H -> root NMS -> M: people (B, K, ...) with a mask and root confidence."""
+    def predict_people(self, images: torch.Tensor) -> Prediction:
+        """Inference E -> H -> root NMS -> M, exactly as ``inference.PoseEstimator`` (refined roots)."""
         s = self.h(self.teacher.encode(images))
-        roots = find_roots(s[:, 0], self.hparams.root_threshold, self.hparams.max_people, images.shape[-1])
-        return self.decoder(s, roots.cells, roots.mask), roots
+        return decode_people(s, self.decoder, self.hparams.root_threshold, self.hparams.max_people)
 
     # ------------------------------------------------------------------------------------------------ validation
     def on_validation_epoch_start(self) -> None:
@@ -378,7 +377,7 @@ class CrossModalStage(LightningModule):
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         images = batch["image"]
-        scene, _ = self.predict_people(images)
+        scene = self.predict_people(images)
         t = self.teacher_targets(images)
         gt = (batch["poses"], batch["joints_2d"], batch["mask"])
         m = self._metrics
@@ -420,7 +419,7 @@ def _make_metrics() -> torch.nn.ModuleDict:
 
 
 def log_student_figures(
-    module: LightningModule, images: torch.Tensor, scene: DecodedScene, teacher: GroupedPeople, batch: dict
+    module: LightningModule, images: torch.Tensor, scene: Prediction, teacher: GroupedPeople, batch: dict
 ) -> None:
     """3D skeletons (prediction vs GT, camera frame) and a 2D overlay (student, teacher, GT) of the first image."""
     import matplotlib.pyplot as plt

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 
-from lightning.pytorch import LightningDataModule, LightningModule
-from lightning.pytorch.cli import LightningCLI
+from pytorch_lightning import LightningDataModule, LightningModule
+from pytorch_lightning.cli import LightningCLI
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> LightningCLI:

@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.wandb == "disabled":  # CSV fallback: metrics still land in runs/<stage>/<stage>/version_*/metrics.csv
         for name in STAGES:
             extra[name][:0] = [
-                "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+                "--trainer.logger=pytorch_lightning.loggers.CSVLogger",
                 f"--trainer.logger.save_dir=runs/{name}",
                 f"--trainer.logger.name={name}",
             ]

@@ -42,8 +42,8 @@ def test_lightning_fit_fast_dev_run_with_default_and_tiny_config(tmp_path):
 
 _DDP_SCRIPT = """
 import torch
-from lightning.pytorch import Trainer, seed_everything
-from lightning.pytorch.callbacks import ModelCheckpoint
+from pytorch_lightning import Trainer, seed_everything
+from pytorch_lightning.callbacks import ModelCheckpoint
 from lightning_mp3d.datamodules.poses import PoseDataModule
 from lightning_mp3d.systems.aae import AAEPretraining
 

@@ -6,8 +6,8 @@ import copy
 
 import pytest
 import torch
-from lightning.pytorch import Callback, Trainer, seed_everything
-from lightning.pytorch.callbacks import ModelCheckpoint
+from pytorch_lightning import Callback, Trainer, seed_everything
+from pytorch_lightning.callbacks import ModelCheckpoint
 
 from lightning_mp3d.datamodules.poses import PoseDataModule
 from lightning_mp3d.models.aae import load_pose_decoder

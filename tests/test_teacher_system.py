@@ -31,8 +31,8 @@ def test_stage_teacher_fast_dev_run_through_the_lightning_command(tmp_path):
 
 
 def test_trained_checkpoint_loads_as_a_frozen_teacher(tmp_path):
-    from lightning.pytorch import Trainer
-    from lightning.pytorch.callbacks import ModelCheckpoint
+    from pytorch_lightning import Trainer
+    from pytorch_lightning.callbacks import ModelCheckpoint
 
     from lightning_mp3d.datamodules.images import ImageDataModule
     from lightning_mp3d.systems.teacher import TeacherPretraining

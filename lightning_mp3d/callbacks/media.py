@@ -12,8 +12,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from lightning.pytorch import LightningModule  # noqa: E402
-from lightning.pytorch.loggers import WandbLogger  # noqa: E402
+from pytorch_lightning import LightningModule  # noqa: E402
+from pytorch_lightning.loggers import WandbLogger  # noqa: E402
 
 from lightning_mp3d.atomic import save_figure_atomic  # noqa: E402
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch import Callback, LightningModule, Trainer
+from pytorch_lightning import Callback, LightningModule, Trainer
 
 from lightning_mp3d.atomic import write_text_atomic
 

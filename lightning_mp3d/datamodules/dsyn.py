@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from lightning.pytorch import LightningDataModule
+from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from lightning_mp3d.datamodules.shards import tensor_shard_pipeline, write_tensor_shards

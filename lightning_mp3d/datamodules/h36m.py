@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
+import pytorch_lightning as pl
 import numpy as np
 import torch
 from PIL import Image
@@ -112,7 +112,7 @@ class H36MDataset(Dataset):
         }
 
 
-class H36MDataModule(L.LightningDataModule):
+class H36MDataModule(pl.LightningDataModule):
     """Test-only DataModule over ``H36MDataset``."""
 
     def __init__(

@@ -25,7 +25,7 @@ import json
 from pathlib import Path
 from typing import NamedTuple
 
-import lightning as L
+import pytorch_lightning as pl
 import numpy as np
 import scipy.io
 import torch
@@ -275,7 +275,7 @@ class MuPoTSDataset(Dataset):
         }
 
 
-class MuPoTSDataModule(L.LightningDataModule):
+class MuPoTSDataModule(pl.LightningDataModule):
     """Test-only DataModule over ``MuPoTSDataset`` (frames in order; evaluate on one device for exact numbers)."""
 
     def __init__(

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from lightning.pytorch import LightningDataModule
+from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
 from lightning_mp3d.geometry.pose import forward_kinematics, to_canonical, to_local

@@ -22,7 +22,7 @@ import math
 
 import matplotlib.pyplot as plt
 import torch
-from lightning.pytorch import LightningModule
+from pytorch_lightning import LightningModule
 from torchmetrics import MeanMetric
 
 from lightning_mp3d.callbacks.media import log_figure

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import torch
-from lightning.pytorch import LightningModule
+from pytorch_lightning import LightningModule
 from torch import nn
 
 from lightning_mp3d.callbacks.media import log_figure

@@ -1,16 +1,24 @@
 """Evaluation protocol runner: predictor + GT dataloader -> every metric -> Table 3/4/5/6/7-style Markdown and JSON.
 
-``predictor(images (B, 3, 224, 224)) -> (pred_poses (B, P, 15, 3) mm camera frame, pred_2d (B, P, 15, 2) px in the
-224 input, pred_mask (B, P) bool)``. Batches are dicts as produced by ``MuPoTSDataset`` / ``H36MDataset`` (or the
+``predictor(images (B, 3, 224, 224)) -> (pred_poses (B, P, 15, 3) mm in the model's 224-px input camera, pred_2d
+(B, P, 15, 2) px in the 224 input, pred_mask (B, P) bool[, confidence (B, P)])``; without a confidence every
+predicted person scores 1 for AP_root. Batches are dicts as produced by ``MuPoTSDataset`` / ``H36MDataset`` (or the
 embedded target-domain test set with the same keys): ``image``, ``gt_poses`` (annot3), optional ``gt_poses_univ``,
 ``gt_2d`` with optional ``mapping`` (then ``gt_2d`` is full-resolution px and predictions are mapped back with the
 inverse of ``mapping`` before matching, so the official 40 px box applies), ``gt_mask``, ``sequence``.
+
+Real camera: when a batch carries ``intrinsics`` (B, 4) = (fx, fy, cx, cy) of the original frames (MuPoTS-3D), the
+predicted people are first re-expressed in that camera with ``geometry.camera.to_real_camera`` (root pixel mapped to
+the original image and back-projected through the real intrinsics at depth ``Z * s * sqrt(fx fy) / 224``, the
+root-relative pose kept), so absolute metrics compare like with like: the GT ``annot3`` lives in the real camera,
+the model's output in its f = 224 px input camera. Root-relative metrics are unchanged by this step.
 
 Which GT feeds which metric:
 - 3DPCK_rel (official, Table 3/4): ``gt_poses_univ``, relative, bone rescaling, 150 mm.
 - 3DPCK_rel plain: ``gt_poses``, relative, no rescaling, 150 mm.
 - 3DPCK_abs (Table 5): ``gt_poses``, absolute, no rescaling, 250 mm (paper / RootNet) and 150 mm (official script's
   absolute mode, which also rescales bones).
+- AP_root (25 cm, RootNet) and absolute MPJPE (no root alignment): ``gt_poses``.
 - MPJPE / PA-MPJPE (Table 6 style), 2D PCK at 25 px, 2D-MPJPE, box IoU (Table 7): ``gt_poses`` / ``gt_2d``.
 """
 
@@ -26,11 +34,12 @@ import torch
 
 from lightning_mp3d.atomic import write_text_atomic
 from lightning_mp3d.datamodules.mupots import to_full_resolution
-from lightning_mp3d.metrics import MPJPE, PAMPJPE, PCK2D, PCK3D, BoxIoU
+from lightning_mp3d.geometry.camera import Intrinsics, to_real_camera
+from lightning_mp3d.metrics import MPJPE, PAMPJPE, PCK2D, PCK3D, APRoot, BoxIoU
 from lightning_mp3d.metrics.functional import OFFICIAL_MATCH_THRESHOLD_PX, PCK3D_ABS_THRESHOLD_MM
-from lightning_mp3d.skeleton import JOINT_GROUPS
+from lightning_mp3d.skeleton import JOINT_GROUPS, ROOT
 
-Predictor = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+Predictor = Callable[[torch.Tensor], tuple[torch.Tensor, ...]]
 
 
 class EvaluationResult(NamedTuple):
@@ -44,6 +53,8 @@ class EvaluationResult(NamedTuple):
     pa_mpjpe: object
     pck2d: object
     box_iou: object
+    mpjpe_abs: object
+    ap_root: torch.Tensor
     sequence_names: list[str]
 
 
@@ -59,6 +70,7 @@ def build_metrics(num_sequences: int, match_threshold_px: float, matching: str) 
         "pa_mpjpe": PAMPJPE(**kw),
         "pck2d": PCK2D(**kw),
         "box_iou": BoxIoU(**kw),
+        "mpjpe_abs": MPJPE(root_align=False, **kw),
     }
 
 
@@ -82,11 +94,18 @@ def evaluate(
         matching: "2d" (official) or "index" (already paired, Human3.6M).
     """
     metrics = build_metrics(num_sequences, match_threshold_px, matching)
+    ap = APRoot()
     for batch in batches:
-        pred_poses, pred_2d, pred_mask = predictor(batch["image"])
+        pred_poses, pred_2d, pred_mask, *rest = predictor(batch["image"])
+        confidence = rest[0] if rest else pred_mask.to(pred_poses.dtype)
+        if "intrinsics" in batch:  # the model's input camera -> the real camera of the GT
+            virtual = Intrinsics.for_image(batch["image"].shape[-1])
+            mapping, intrinsics = batch["mapping"].to(pred_poses), batch["intrinsics"].to(pred_poses)
+            pred_poses = to_real_camera(pred_poses, mapping, intrinsics, virtual)
         if "mapping" in batch:  # predictions to the GT's full-resolution pixels
             pred_2d = to_full_resolution(pred_2d, batch["mapping"][:, None].to(pred_2d))
         gt, gt_2d, gt_mask, seq = batch["gt_poses"], batch["gt_2d"], batch["gt_mask"], batch.get("sequence")
+        ap.update(pred_poses[..., ROOT, :], confidence, pred_mask, gt[..., ROOT, :], gt_mask)
         univ = batch.get("gt_poses_univ", gt)
         for name, metric in metrics.items():
             metric.update(
@@ -99,7 +118,7 @@ def evaluate(
                 seq,
             )
     names = sequence_names or [f"TS{i + 1}" for i in range(num_sequences)]
-    return EvaluationResult(**{k: m.compute() for k, m in metrics.items()}, sequence_names=names)
+    return EvaluationResult(**{k: m.compute() for k, m in metrics.items()}, ap_root=ap.compute(), sequence_names=names)
 
 
 def _num(x: torch.Tensor | float, scale: float = 100.0) -> float | None:
@@ -150,6 +169,8 @@ def result_to_json(r: EvaluationResult) -> dict:
             "mpjpe_2d_px": _num(r.pck2d.mpjpe_2d, 1.0),
         },
         "box_iou": {"matched": _num(r.box_iou.iou_matched), "all": _num(r.box_iou.iou_all)},
+        "mpjpe_abs_mm": err(r.mpjpe_abs),
+        "ap_root_25cm": _num(r.ap_root),
     }
 
 
@@ -181,9 +202,11 @@ def result_to_markdown(r: EvaluationResult, title: str = "Evaluation") -> str:
         lines.append(f"| AUC {label} | {_cell(d[key]['auc_all'])} | {_cell(d[key]['auc_matched'])} |")
     lines.append(f"| 2D-PCK (25 px) | {_cell(d['pck2d']['all'])} | {_cell(d['pck2d']['matched'])} |")
     lines.append(f"| box IoU | {_cell(d['box_iou']['all'])} | {_cell(d['box_iou']['matched'])} |")
+    lines.append(f"| AP_root (25 cm) | {_cell(d['ap_root_25cm'])} | |")
     lines += ["", "| error (matched people) | value |", "|---|---|"]
     lines.append(f"| MPJPE, root aligned (mm) | {_cell(d['mpjpe_mm']['mean'])} |")
     lines.append(f"| MPJPE mean over sequences/actions (mm) | {_cell(d['mpjpe_mm']['mean_over_sequences'])} |")
+    lines.append(f"| MPJPE, absolute (camera frame, mm) | {_cell(d['mpjpe_abs_mm']['mean'])} |")
     lines.append(f"| PA-MPJPE (mm) | {_cell(d['pa_mpjpe_mm']['mean'])} |")
     lines.append(f"| 2D-MPJPE (px) | {_cell(d['pck2d']['mpjpe_2d_px'])} |")
     return "\n".join(lines) + "\n"
@@ -227,9 +250,9 @@ def main(argv: list[str] | None = None) -> int:
 
     estimator = PoseEstimator.from_stage_checkpoint(args.checkpoint)
 
-    def predictor(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def predictor(images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = estimator(images)
-        return out.poses, out.keypoints, out.mask
+        return out.poses, out.keypoints, out.mask, out.confidence
 
     if args.dataset == "mupots":
         from lightning_mp3d.datamodules.mupots import MuPoTSDataset

@@ -6,7 +6,10 @@ Per image: ``<out>/<key>.json`` with each person's camera-centric 3D joints (mm)
 pixels and the root confidence, plus ``<key>.png`` (2D skeletons on the image, 3D skeletons in a plot). Images are
 fitted to 224 px (``--fit crop|pad``); the 3D joints live in the camera of that 224-px input (f = 224 px), which in
 the original image is a camera with focal ``224 * scale`` px and principal point ``112 * scale + offset``: the JSON
-records it as ``camera``. Writes are atomic; batched, with a progress bar.
+records it as ``camera``. With ``--intrinsics cam.json`` (``{"fx", "fy", "cx", "cy"}`` or a 3x3 ``K`` of the
+original images, one camera for all inputs) the 3D joints are re-expressed in that real camera instead
+(``geometry.camera.to_real_camera``, the rule MuPoTS-3D evaluation uses) and ``camera`` records it. Writes are atomic;
+batched, with a progress bar.
 
 ``--export model.pt`` also writes the estimator as TorchScript (traced), whose outputs equal the eager model's.
 """
@@ -50,8 +53,23 @@ def batched(samples: Iterator[dict[str, Any]], batch_size: int) -> Iterator[list
         yield batch
 
 
-def people_json(prediction, i: int, transform: torch.Tensor, image_size: int) -> dict[str, Any]:
-    """The JSON record of image ``i`` of a batch."""
+def in_real_camera(poses: torch.Tensor, transforms: torch.Tensor, camera, image_size: int) -> torch.Tensor:
+    """Predicted poses (B, K, 15, 3) of the input camera -> the original images' real ``camera`` (CameraIntrinsics).
+
+    ``transforms`` (B, 3) map input px to original px (``original = s * input + o``); ``to_real_camera`` takes the
+    inverse direction, ``input = original / s - o / s``.
+    """
+    from lightning_mp3d.geometry import Intrinsics
+    from lightning_mp3d.geometry.camera import to_real_camera
+
+    s, offset = transforms[:, :1], transforms[:, 1:]
+    mapping = torch.cat((1.0 / s, -offset / s), 1).to(poses)
+    intrinsics = poses.new_tensor(tuple(camera)).expand(len(poses), 4)
+    return to_real_camera(poses, mapping, intrinsics, Intrinsics.for_image(image_size))
+
+
+def people_json(prediction, i: int, transform: torch.Tensor, image_size: int, camera=None) -> dict[str, Any]:
+    """The JSON record of image ``i`` of a batch (``camera``: the real CameraIntrinsics the poses are already in)."""
     from lightning_mp3d.datamodules.images import to_original_pixels
 
     scale, ox, oy = (float(x) for x in transform)
@@ -65,15 +83,8 @@ def people_json(prediction, i: int, transform: torch.Tensor, image_size: int) ->
                 "joints_2d_px": [[round(float(c), 2) for c in j] for j in joints_2d],
             }
         )
-    return {
-        "joints": list(JOINTS),
-        "camera": {
-            "focal_px": image_size * scale,
-            "cx": image_size / 2 * scale + ox,
-            "cy": image_size / 2 * scale + oy,
-        },
-        "people": people,
-    }
+    virtual = {"focal_px": image_size * scale, "cx": image_size / 2 * scale + ox, "cy": image_size / 2 * scale + oy}
+    return {"joints": list(JOINTS), "camera": virtual if camera is None else camera._asdict(), "people": people}
 
 
 def export_torchscript(estimator: torch.nn.Module, path: str | Path, image_size: int = 224) -> torch.jit.ScriptModule:
@@ -110,7 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fit", choices=("crop", "pad"), default="pad")
     parser.add_argument("--no-png", action="store_true", help="JSON only")
     parser.add_argument("--export", type=Path, default=None, help="also write a TorchScript model here")
+    parser.add_argument("--intrinsics", type=Path, default=None, help="JSON fx, fy, cx, cy (or 3x3 K) of the images")
     args = parser.parse_args(argv)
+    camera = None
+    if args.intrinsics is not None:
+        from lightning_mp3d.datamodules.mupots import parse_intrinsics
+
+        camera = parse_intrinsics(json.loads(args.intrinsics.read_text()), str(args.intrinsics))
 
     from lightning_mp3d.inference import PoseEstimator
     from lightning_mp3d.visualize import plt, prediction_figure
@@ -125,9 +142,12 @@ def main(argv: list[str] | None = None) -> int:
         for batch in batched(iter_inputs(args.input, size, args.fit), args.batch_size):
             images = torch.stack([s["image"] for s in batch])
             prediction = estimator(images)
+            if camera is not None:
+                transforms = torch.stack([s["transform"] for s in batch])
+                prediction = prediction._replace(poses=in_real_camera(prediction.poses, transforms, camera, size))
             for i, sample in enumerate(batch):
                 stem = args.out / Path(sample["key"]).with_suffix("")
-                record = people_json(prediction, i, sample["transform"], size)
+                record = people_json(prediction, i, sample["transform"], size, camera)
                 write_text_atomic(stem.with_suffix(".json"), json.dumps(record, indent=1))
                 if not args.no_png:
                     single = type(prediction)(*(f[i : i + 1] for f in prediction))

@@ -17,6 +17,7 @@ from lightning_mp3d.datamodules.mupots import (
 )
 from lightning_mp3d.evaluation import evaluate, write_results
 from lightning_mp3d.skeleton import MUPOTS17_TO_OURS
+from tests.test_evaluation_oracle import as_the_model_sees_it
 
 FX, FY, CX, CY = 1500.0, 1480.0, 1010.0, 530.0  # known intrinsics of the fixture (1920 x 1080 frames)
 
@@ -105,9 +106,9 @@ def test_evaluation_with_an_oracle_predictor_scores_everything_perfectly(mupots_
 
     lookup = {id(b["image"]): b for b in batches}
 
-    def oracle(images):  # returns the GT (annot3) as predictions in 224 px; people listed in reverse order
+    def oracle(images):  # returns the GT as the model sees it (224-px input camera); people listed in reverse order
         b = lookup[id(images)]
-        return b["gt_poses"].flip(1), b["gt_2d_input"].flip(1), b["gt_mask"].flip(1)
+        return as_the_model_sees_it(b).flip(1), b["gt_2d_input"].flip(1), b["gt_mask"].flip(1)
 
     r = evaluate(oracle, batches, num_sequences=20)
     assert r.pck3d_rel_plain.pck_all.item() == 1.0

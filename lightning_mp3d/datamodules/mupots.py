@@ -25,8 +25,8 @@ import json
 from pathlib import Path
 from typing import NamedTuple
 
-import pytorch_lightning as pl
 import numpy as np
+import pytorch_lightning as pl
 import scipy.io
 import torch
 from PIL import Image
@@ -133,6 +133,16 @@ def fit_intrinsics(annot2: np.ndarray, annot3: np.ndarray, valid: np.ndarray | N
     return CameraIntrinsics(out[0][0], out[1][0], out[0][1], out[1][1])
 
 
+def parse_intrinsics(value: object, where: str) -> CameraIntrinsics:
+    """One camera from JSON: ``{"fx", "fy", "cx", "cy"}`` or a 3x3 ``K``; ``where`` names it in errors."""
+    if isinstance(value, dict) and {"fx", "fy", "cx", "cy"} <= value.keys():
+        return CameraIntrinsics(float(value["fx"]), float(value["fy"]), float(value["cx"]), float(value["cy"]))
+    if isinstance(value, list) and np.asarray(value).shape == (3, 3):
+        k = np.asarray(value, dtype=float)
+        return CameraIntrinsics(k[0, 0], k[1, 1], k[0, 2], k[1, 2])
+    raise ValueError(f"{where} must be {{fx, fy, cx, cy}} or a 3x3 K, got {value!r}")
+
+
 def load_intrinsics_json(path: str | Path) -> dict[int, CameraIntrinsics]:
     """``{"TS1": {"fx", "fy", "cx", "cy"}, ...}`` (or a 3x3 ``K`` per sequence) -> {1: CameraIntrinsics, ...}."""
     data = json.loads(Path(path).read_text())
@@ -140,13 +150,7 @@ def load_intrinsics_json(path: str | Path) -> dict[int, CameraIntrinsics]:
     for key, v in data.items():
         if not key.startswith("TS") or not key[2:].isdigit():
             raise ValueError(f"{path}: keys must be 'TS1'..'TS20', got {key!r}")
-        if isinstance(v, dict) and {"fx", "fy", "cx", "cy"} <= v.keys():
-            out[int(key[2:])] = CameraIntrinsics(float(v["fx"]), float(v["fy"]), float(v["cx"]), float(v["cy"]))
-        elif isinstance(v, list) and np.asarray(v).shape == (3, 3):
-            k = np.asarray(v, dtype=float)
-            out[int(key[2:])] = CameraIntrinsics(k[0, 0], k[1, 1], k[0, 2], k[1, 2])
-        else:
-            raise ValueError(f"{path}: {key} must be {{fx, fy, cx, cy}} or a 3x3 K, got {v!r}")
+        out[int(key[2:])] = parse_intrinsics(v, f"{path}: {key}")
     return out
 
 

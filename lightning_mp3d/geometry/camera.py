@@ -100,3 +100,44 @@ def grid_to_pixel(cells: torch.Tensor, grid_size: int, image_size: int) -> torch
 def pixel_to_grid(pixels: torch.Tensor, grid_size: int, image_size: int) -> torch.Tensor:
     """Pixels (..., 2) (u, v) -> integer (col, row) cell indices, clamped into the grid."""
     return torch.floor(pixels * (grid_size / image_size)).long().clamp(0, grid_size - 1)
+
+
+def to_real_camera(
+    poses: torch.Tensor, mapping: torch.Tensor, intrinsics: torch.Tensor, virtual: Intrinsics, root: int = 0
+) -> torch.Tensor:
+    """Re-express poses from the model's virtual input camera in the real camera of the original image.
+
+    The model sees the original image through a letterbox/crop ``input_px = s * original_px + o`` and predicts in a
+    camera of focal ``virtual.focal`` px on that input. Per person, the exact rule is:
+
+    1. root pixel in the input ``u_in = project(root, virtual)``; in the original image ``u = (u_in - o) / s``;
+    2. depth: the person's apparent size in the original image is ``virtual.focal / s`` px per (mm / mm of depth), so
+       the real camera sees the same size at ``Z_real = Z * s * f_real / virtual.focal`` with
+       ``f_real = sqrt(fx * fy)`` (the focal that keeps the apparent area when ``fx != fy``);
+    3. root in the real camera: ``((u - cx) Z_real / fx, (v - cy) Z_real / fy, Z_real)`` (back-projection through
+       the real intrinsics at that depth);
+    4. the root-relative pose is kept: ``joints_real = root_real + (joints - root)``.
+
+    Args:
+        poses: (..., P, J, 3) millimetres in the virtual camera.
+        mapping: (..., 3) ``(s, o_x, o_y)`` with ``input_px = s * original_px + o``.
+        intrinsics: (..., 4) ``(fx, fy, cx, cy)`` of the original image, pixels.
+        virtual: the model's input camera (``Intrinsics.for_image(224)``).
+        root: root joint index.
+
+    Returns:
+        (..., P, J, 3) millimetres in the real camera.
+    """
+    if poses.shape[-1] != 3 or mapping.shape[-1] != 3 or intrinsics.shape[-1] != 4:
+        raise ValueError(
+            f"poses must be (..., P, J, 3), mapping (..., 3), intrinsics (..., 4); "
+            f"got {tuple(poses.shape)}, {tuple(mapping.shape)}, {tuple(intrinsics.shape)}"
+        )
+    root_v = poses[..., root, :]  # (..., P, 3)
+    u_in = project(root_v, virtual)  # (..., P, 2)
+    s, offset = mapping[..., None, 0:1], mapping[..., None, 1:3]  # (..., 1, 1), (..., 1, 2)
+    u = (u_in - offset) / s
+    fx, fy, cx, cy = (intrinsics[..., None, i] for i in range(4))  # each (..., 1)
+    z = root_v[..., 2].clamp(min=MIN_DEPTH_MM) * s[..., 0] * torch.sqrt(fx * fy) / virtual.focal
+    root_r = torch.stack(((u[..., 0] - cx) * z / fx, (u[..., 1] - cy) * z / fy, z), -1)  # (..., P, 3)
+    return poses - root_v.unsqueeze(-2) + root_r.unsqueeze(-2)

@@ -74,8 +74,16 @@ class Teacher(nn.Module, abc.ABC):
         return self.decode(self.encode(images))
 
     def grouped(self, images: torch.Tensor, **kwargs: float) -> GroupedPeople:
-        """People in each image by PAF grouping of F(E(images)); ``kwargs`` override ``grouping_kwargs``."""
-        heatmaps, pafs = self(images)
+        """People in each image: :meth:`group` of ``E(images)``; ``kwargs`` override ``grouping_kwargs``."""
+        return self.group(self.encode(images), **kwargs)
+
+    def group(self, v: torch.Tensor, **kwargs: float) -> GroupedPeople:
+        """The teacher's people k_hat_q from v = E(I): PAF grouping of F(v) in our joint order.
+
+        The one grouping of a teacher: the student stages distil from it and the report scores it (via
+        :meth:`grouped`). ``kwargs`` override ``grouping_kwargs``.
+        """
+        heatmaps, pafs = self.decode(v)
         return group_people(heatmaps, pafs, image_size=self.image_size, **{**self.grouping_kwargs, **kwargs})
 
     def _check_v(self, v: torch.Tensor) -> None:
@@ -250,11 +258,15 @@ class OpenPoseTeacher(Teacher):
     def decode(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return coco_to_ours_maps(*self.decode_coco(v))
 
-    def grouped(self, images: torch.Tensor, **kwargs: float) -> GroupedPeople:
-        """Cao et al.'s grouping in COCO space (the 17 tree limbs, rooted at the neck), then mapped to ours."""
+    def group(self, v: torch.Tensor, **kwargs: float) -> GroupedPeople:
+        """Cao et al.'s grouping in COCO space (the 17 tree limbs, rooted at the neck), then mapped to ours.
+
+        Not the grouping of the mapped maps (:meth:`decode`, whose pelvis heatmap and pelvis PAFs are heuristics):
+        the people come from OpenPose's own COCO maps and only the grouped joints are mapped.
+        """
         opts = {"peak_threshold": 0.1, "max_people": 8, "max_peaks": 16, "min_joints": 3, **self.grouping_kwargs}
         opts.update(kwargs)
-        heatmaps, pafs = self.decode_coco(self.encode(images))
+        heatmaps, pafs = self.decode_coco(v)
         peaks = find_peaks(heatmaps[:, :18], threshold=opts.pop("peak_threshold"), max_peaks=int(opts.pop("max_peaks")))
         max_people, min_joints = int(opts.pop("max_people")), int(opts.pop("min_joints"))
         asm = assemble(peaks, pafs, COCO_LIMBS[:COCO_TREE], COCO_PAF_CHANNELS[:COCO_TREE], COCO_NECK, **opts)

@@ -20,7 +20,7 @@ import torch
 from pytorch_lightning import LightningModule
 
 from lightning_mp3d.geometry import pixel_to_grid
-from lightning_mp3d.grouping import GroupedPeople, group_people
+from lightning_mp3d.grouping import GroupedPeople
 from lightning_mp3d.inference import Prediction, decode_people
 from lightning_mp3d.losses.cross_modal import (
     adaptation_loss,
@@ -267,11 +267,10 @@ class CrossModalStage(LightningModule):
     # ------------------------------------------------------------------------------------------------ pathways
     @torch.no_grad()
     def teacher_targets(self, images: torch.Tensor) -> ImageTargets:
-        """v = E(I) and the teacher's grouped people k_hat_q with one person per root cell."""
+        """v = E(I) and the teacher's people k_hat_q (``Teacher.group``, the same as ``teacher.grouped(images)``,
+        which the report scores) with one person per root cell."""
         v = self.teacher.encode(images)
-        heatmaps, pafs = self.teacher.decode(v)
-        opts = {**getattr(self.teacher, "grouping_kwargs", {}), **(self.hparams.grouping or {})}
-        people = group_people(heatmaps, pafs, image_size=images.shape[-1], **opts)
+        people = self.teacher.group(v, **(self.hparams.grouping or {}))
         cells = pixel_to_grid(people.roots_px, OUTPUT_GRID, images.shape[-1])
         score = (people.confidence * (people.confidence > 0)).sum(-1)
         return ImageTargets(v, people, cells, unique_root_mask(cells, people.mask, score))

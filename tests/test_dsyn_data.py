@@ -107,8 +107,8 @@ def test_pose_bank_file_is_checked(tmp_path):
     np.save(good, bank)
     assert load_pose_bank(good).shape == (1, 15, 3)
     bad = tmp_path / "bad.npy"
-    np.save(bad, np.zeros((4, 17, 3)))
-    with pytest.raises(ValueError, match=r"bad\.npy.*\(4, 17, 3\)"):
+    np.save(bad, np.zeros((4, 14, 3)))
+    with pytest.raises(ValueError, match=r"bad\.npy.*\(4, 14, 3\)"):
         load_pose_bank(bad)
     dm = DSynDataModule(batch_size=2, train_batches=1, pose_bank=str(good), max_people=2)
     dm.setup("fit")

@@ -28,7 +28,6 @@ from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from lightning_mp3d.datamodules.shards import tensor_shard_pipeline, write_tensor_shards
-from lightning_mp3d.skeleton import NUM_JOINTS
 from lightning_mp3d.synth.maps import render_maps
 from lightning_mp3d.synth.scenes import compose_scenes
 
@@ -140,20 +139,12 @@ class EpochDataLoader(DataLoader):
 
 
 def load_pose_bank(path: str | os.PathLike) -> torch.Tensor:
-    """A pose array file (.npy, or .pt/.pth holding one tensor) -> (N, 15, 3) float32 millimetres."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise ValueError(f"pose file not found: {path}")
-    if path.endswith(".npy"):
-        poses = torch.from_numpy(np.load(path, allow_pickle=False))
-    elif path.endswith((".pt", ".pth")):
-        poses = torch.load(path, weights_only=True)
-    else:
-        raise ValueError(f"pose file must be .npy, .pt or .pth, got {path}")
-    if not isinstance(poses, torch.Tensor) or poses.ndim != 3 or poses.shape[1:] != (NUM_JOINTS, 3):
-        shape = tuple(poses.shape) if isinstance(poses, torch.Tensor) else type(poses).__name__
-        raise ValueError(f"pose file {path} must hold an (N, {NUM_JOINTS}, 3) array in millimetres, got {shape}")
-    return poses.float()
+    """D_syn's pose bank: the AAE's pose file reader (``datamodules.poses.load_pose_file``: ``.npz`` with ``poses``
+    and ``joint_order``, or a bare ``.npy``/``.pt`` array), so both stages see the same normalised poses: canonical,
+    (N, 15, 3) float32 millimetres, with the fixed bone lengths."""
+    from lightning_mp3d.datamodules.poses import load_pose_file
+
+    return load_pose_file(path)
 
 
 def write_dsyn_shards(
@@ -208,8 +199,9 @@ class DSynDataModule(LightningDataModule):
         val_batches: batches of the fixed validation set on each rank.
         min_people, max_people, pose_range_scale, yaw_range, pitch_range, roll_range, depth_range, image_size,
             margin_px: forwarded to ``synth.compose_scenes``.
-        pose_bank: optional path of an (N, 15, 3) pose file (.npy / .pt) to draw people from instead of artificial
-            sampling (e.g. MoCap poses).
+        pose_bank: optional pose file to draw people from instead of artificial sampling (e.g. MoCap poses): the
+            AAE's format (``.npz`` with ``poses`` (N, J, 3) mm and ``joint_order``, or a bare ``.npy``/``.pt``),
+            normalised to the fixed bone lengths like the AAE's poses (``load_pose_bank``).
         map_grid_size, sigma_px, paf_width_px: forwarded to ``synth.render_maps``.
         shards: optional training shards (folder, glob, brace pattern or list) written by ``write_dsyn_shards``;
             read with webdataset instead of generating on the fly.

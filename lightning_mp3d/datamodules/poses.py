@@ -9,9 +9,11 @@ Sources
 - ``path="poses.npz"``: a NumPy ``.npz`` with key ``poses``: (N, J, 3) 3D joint positions in millimetres in any
   frame, J = 15 in our order (``skeleton.JOINTS``) or J = 17 in the MPI-INF-3DHP / MuPoTS-3D order
   (``skeleton.MUPOTS17_JOINTS``). The order is ``joint_order`` ("ours" or "mupots17"); with "auto" it is read
-  from an optional string entry ``joint_order`` of the file, else inferred from J. Every pose is converted to a
-  canonical pose with the skeleton's fixed bone lengths: ``forward_kinematics(to_local(to_canonical(p)))``, so
-  only joint angles are kept. A seeded random ``val_fraction`` of the poses is held out for validation.
+  from an optional string entry ``joint_order`` of the file, else inferred from J. A bare array (``.npy``, or a
+  ``.pt``/``.pth`` holding one tensor) is read the same way with the order inferred from J. Every pose is converted
+  to a canonical pose with the skeleton's fixed bone lengths by ``synth.poses.normalize_bone_lengths`` (suppl. 2.2),
+  so only joint angles are kept; D_syn's pose bank (``DSynDataModule(pose_bank=...)``) reads files with the same
+  ``load_pose_file``. A seeded random ``val_fraction`` of the poses is held out for validation.
 
 Batches are canonical poses p_c: (B, 15, 3) float32 millimetres.
 """
@@ -25,8 +27,8 @@ import torch
 from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader, IterableDataset, TensorDataset
 
-from lightning_mp3d.geometry.pose import forward_kinematics, to_canonical, to_local
 from lightning_mp3d.skeleton import MUPOTS17_TO_OURS, NUM_JOINTS
+from lightning_mp3d.synth.poses import normalize_bone_lengths
 
 JOINT_ORDERS = ("ours", "mupots17")
 _JOINTS_OF_ORDER = {"ours": NUM_JOINTS, "mupots17": 17}
@@ -49,21 +51,29 @@ def poses_to_canonical(poses: torch.Tensor, joint_order: str) -> torch.Tensor:
         raise ValueError(f"poses in {joint_order!r} order must be (N, {expected}, 3), got {tuple(poses.shape)}")
     if joint_order == "mupots17":
         poses = poses[:, list(MUPOTS17_TO_OURS), :]
-    p_c, _ = to_canonical(poses)
-    return forward_kinematics(to_local(p_c))
+    return normalize_bone_lengths(poses)
 
 
 def load_pose_file(path: str | Path, joint_order: str = "auto") -> torch.Tensor:
-    """Read an ``.npz`` pose file (see the module docstring) as canonical poses (N, 15, 3) float32 mm."""
+    """Read a pose file (``.npz``, ``.npy``, ``.pt``; see the module docstring) as canonical poses (N, 15, 3) float32
+    mm with the fixed bone lengths."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pose file not found: {path}")
-    with np.load(path, allow_pickle=False) as data:
-        if "poses" not in data:
-            raise ValueError(f"{path} has no 'poses' array (N, J, 3); keys: {sorted(data.keys())}")
-        poses = torch.as_tensor(np.asarray(data["poses"], dtype=np.float64))
-        if joint_order == "auto" and "joint_order" in data:
-            joint_order = str(data["joint_order"])
+    if path.suffix in (".pt", ".pth"):
+        poses = torch.load(path, weights_only=True)
+        if not isinstance(poses, torch.Tensor):
+            raise ValueError(f"{path} must hold one tensor (N, J, 3), got {type(poses).__name__}")
+        poses = poses.double()
+    elif path.suffix == ".npy":
+        poses = torch.as_tensor(np.load(path, allow_pickle=False), dtype=torch.float64)
+    else:
+        with np.load(path, allow_pickle=False) as data:
+            if "poses" not in data:
+                raise ValueError(f"{path} has no 'poses' array (N, J, 3); keys: {sorted(data.keys())}")
+            poses = torch.as_tensor(np.asarray(data["poses"], dtype=np.float64))
+            if joint_order == "auto" and "joint_order" in data:
+                joint_order = str(data["joint_order"])
     if joint_order == "auto":
         by_count = {v: k for k, v in _JOINTS_OF_ORDER.items()}
         if poses.ndim != 3 or poses.shape[1] not in by_count:

@@ -9,6 +9,7 @@ from lightning_mp3d.synth.poses import (
     joint_ranges,
     local_angles,
     mirror_poses,
+    normalize_bone_lengths,
     sample_artificial_poses,
     sample_local_angles,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "joint_ranges",
     "local_angles",
     "mirror_poses",
+    "normalize_bone_lengths",
     "render_images",
     "render_maps",
     "sample_artificial_poses",

@@ -30,7 +30,13 @@ from typing import NamedTuple
 
 import torch
 
-from lightning_mp3d.geometry.pose import forward_kinematics, local_to_spherical, spherical_to_local, to_local
+from lightning_mp3d.geometry.pose import (
+    forward_kinematics,
+    local_to_spherical,
+    spherical_to_local,
+    to_canonical,
+    to_local,
+)
 from lightning_mp3d.skeleton import FLIP_PERM, JOINTS, NUM_JOINTS, check_pose_shape, joint_index
 
 
@@ -266,6 +272,23 @@ def sample_artificial_poses(
     """
     angles = sample_local_angles(n, generator, dtype=dtype, device=device, range_scale=range_scale)
     return forward_kinematics(spherical_to_local(angles.theta, angles.gamma))
+
+
+def normalize_bone_lengths(poses: torch.Tensor) -> torch.Tensor:
+    """Poses from any source (MoCap) -> canonical poses with the skeleton's fixed bone lengths (suppl. 2.2).
+
+    ``forward_kinematics(to_local(to_canonical(poses)))``: only the joint angles of the input are kept, so Ψ, M and
+    D_syn all see one skeleton. The one normalisation of a pose bank: the AAE's pose loader
+    (``datamodules.poses.load_pose_file``) and D_syn (``synth.compose_scenes(poses=...)``) both call it. Idempotent.
+
+    Args:
+        poses: (..., 15, 3) millimetres in our joint order, any frame.
+
+    Returns:
+        (..., 15, 3) canonical poses, millimetres, pelvis at the origin.
+    """
+    check_pose_shape(poses)
+    return forward_kinematics(to_local(to_canonical(poses)[0]))
 
 
 def _outside_interval(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:

@@ -24,10 +24,9 @@ from typing import NamedTuple
 import torch
 
 from lightning_mp3d.geometry.camera import Intrinsics, project, translate
-from lightning_mp3d.geometry.pose import to_canonical
 from lightning_mp3d.geometry.rigid import euler_to_sincos, rotate
 from lightning_mp3d.skeleton import NUM_JOINTS
-from lightning_mp3d.synth.poses import sample_artificial_poses
+from lightning_mp3d.synth.poses import normalize_bone_lengths, sample_artificial_poses
 
 MAX_PEOPLE = 4
 _CELL_INSET_PX = 1e-3  # keeps sampled pixels strictly inside their cell despite float rounding
@@ -127,7 +126,8 @@ def compose_scenes(
         generator: torch.Generator on ``device`` (None: the global RNG).
         min_people, max_people: people per scene, drawn uniformly in [min_people, max_people], both in 1..4.
         poses: optional (N, 15, 3) bank of poses in millimetres to draw from with replacement (e.g. MoCap); they are
-            brought to the canonical frame with ``geometry.to_canonical``. None: ``sample_artificial_poses``.
+            brought to canonical poses with the fixed bone lengths by ``synth.poses.normalize_bone_lengths`` (as
+            the AAE's pose loader does), so Ψ and M can reconstruct them. None: ``sample_artificial_poses``.
         pose_range_scale: ``range_scale`` of the artificial sampler (ignored with a bank).
         yaw_range, pitch_range, roll_range: radians, uniform.
         depth_range: root depth in millimetres, uniform.
@@ -155,7 +155,7 @@ def compose_scenes(
         if poses.ndim != 3 or poses.shape[1:] != (NUM_JOINTS, 3) or poses.shape[0] == 0:
             raise ValueError(f"pose bank must be (N, {NUM_JOINTS}, 3) with N >= 1, got {tuple(poses.shape)}")
         index = torch.randint(0, poses.shape[0], (b * p,), generator=generator, device=device)
-        canonical = to_canonical(poses.to(**opts)[index])[0]
+        canonical = normalize_bone_lengths(poses.to(**opts)[index])
     else:
         canonical = sample_artificial_poses(b * p, generator, range_scale=pose_range_scale, **opts)
     canonical = canonical.view(b, p, NUM_JOINTS, 3)  # (B, P, J, 3)

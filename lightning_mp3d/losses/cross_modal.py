@@ -110,20 +110,44 @@ def self_supervised_loss(
     transform: SpatialTransform,
     mask: torch.Tensor,
     image_size: int = 224,
+    depth: torch.Tensor | None = None,
+    depth_transformed: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """L_ss = |T_s(k_hat_p(I)) - k_hat_p(T_s(I))| (equivariance of the projected 2D poses).
+    """L_ss = |T_s(k_hat_p(I)) - k_hat_p(T_s(I))| (equivariance of the projected 2D poses), with a crop's zoom on depth.
+
+    A crop-and-resize T_s magnifies I by ``zoom = 1 / sqrt|det A|`` (A: the linear part of ``transform.theta``; 1
+    for flips and rotations). A person seen ``zoom`` times larger is the same pose at depth ``d / zoom``, so the zoom
+    belongs to the depth, not to the pose. With ``depth`` and ``depth_transformed`` given, the target's root-relative
+    part is rescaled by the depth ratio the prediction implies::
+
+        target = T_s(r) + (T_s(k) - T_s(r)) * ratio,   ratio = d / (zoom * d'), detached
+
+    so a prediction for I' at the crop-equivariant depth ``d' = d / zoom`` is compared with the plain transformed
+    keypoints (ratio 1), and one whose depth did not follow the crop (``d' = d``) with the unzoomed pose (ratio
+    1 / zoom): in neither case does L_ss ask φ and c to absorb the zoom. Flips and rotations at ``d' = d`` give the
+    plain loss. Without depths: the plain 2D equivariance (the crop's zoom is then matched by the 2D pose).
 
     Args:
         keypoints: (B, N, 15, 2) px, people of I decoded at the teacher's roots of I.
         keypoints_transformed: (B, N, 15, 2) px, the same people decoded from I' at T_s(roots).
         transform: the T_s that made I' (flip swaps left/right labels).
         mask: (B, N) bool, people whose transformed root is inside I' (see ``transformed_roots``).
+        depth, depth_transformed: (B, N) mm, root depths predicted for I and I' (only their ratio is used, without
+            gradient).
 
     Returns:
-        Scalar mean absolute pixel error per coordinate (0 for the identity transform and identical inputs).
+        Scalar mean absolute pixel error per coordinate (0 for the identity transform and identical inputs, and for a
+        crop-equivariant prediction).
     """
     _check_people(keypoints, keypoints_transformed, mask, 2, "self_supervised_loss")
     target = transform_keypoints(keypoints, transform, image_size)
+    if (depth is None) != (depth_transformed is None):
+        raise ValueError("self_supervised_loss: give both depth and depth_transformed, or neither")
+    if depth is not None:
+        zoom = transform.theta[:, :, :2].det().abs().rsqrt().to(target)  # (B,)
+        ratio = (depth / (zoom[:, None] * depth_transformed.clamp_min(1.0))).detach()  # (B, N)
+        root = target[..., :1, :]  # the pelvis; a flip keeps it in place
+        target = root + (target - root) * ratio[..., None, None]
     return _masked_mean((target - keypoints_transformed).abs(), mask[..., None, None])
 
 

@@ -338,7 +338,9 @@ class CrossModalStage(LightningModule):
         roots_px, cells, mask = transformed_roots(t.people.roots_px, t.mask, transform, s.shape[-1], images.shape[-1])
         scene_prime = self.decoder(s_prime, cells, mask, roots_px)
         losses = {
-            "ss": self_supervised_loss(scene.keypoints, scene_prime.keypoints, transform, mask, images.shape[-1]),
+            "ss": self_supervised_loss(
+                scene.keypoints, scene_prime.keypoints, transform, mask, images.shape[-1], scene.depth, scene_prime.depth
+            ),
             "root_image": self.root_loss(s, t.cells, t.mask),
         }
         losses.update(self.supervised_losses(s, batch))

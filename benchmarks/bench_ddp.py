@@ -1,8 +1,9 @@
 """Data-parallel scaling of phase 1: the real stage through ``lightning fit`` on 1 and on N processes.
 
 CPU: gloo DDP (``--trainer.accelerator=cpu --trainer.devices=N``); GPU: NCCL with ``--accelerator gpu``. Each rank
-records batches/s and samples/s after a warm-up (lightning_mp3d.callbacks.throughput.ThroughputRecorder); the script
-prints and saves per-process and total throughput. Tiny teacher/AAE checkpoints with random weights are made first
+records steps/s (``batches_per_s``; a step is a D_syn and a D_I batch) and samples/s after a warm-up
+(lightning_mp3d.callbacks.throughput.ThroughputRecorder); the script prints and saves per-process and total
+throughput. Tiny teacher/AAE checkpoints with random weights are made first
 (speed does not depend on the weights).
 
     python benchmarks/bench_ddp.py --devices 1 2 --batches 24 --out benchmarks/results/bench_ddp.json
@@ -26,6 +27,7 @@ from tests.test_stages_fixtures import make_frozen_checkpoints  # noqa: E402
 
 def run(devices: int, batches: int, accelerator: str, work: Path, teacher: Path, aae: Path, batch_size: int) -> dict:
     out = work / f"throughput_{devices}.json"
+    steps = max(1, batches // 2)  # each step: one D_syn and one D_I batch
     cmd = [
         sys.executable,
         "-m",
@@ -43,7 +45,7 @@ def run(devices: int, batches: int, accelerator: str, work: Path, teacher: Path,
         f"--trainer.devices={devices}",
         "--trainer.strategy=" + ("ddp_find_unused_parameters_true" if devices > 1 else "auto"),
         "--trainer.max_epochs=1",
-        f"--trainer.limit_train_batches={batches}",
+        f"--trainer.limit_train_batches={steps}",
         "--trainer.limit_val_batches=0",
         "--trainer.num_sanity_val_steps=0",
         "--trainer.logger=false",
@@ -52,9 +54,9 @@ def run(devices: int, batches: int, accelerator: str, work: Path, teacher: Path,
         f"--trainer.callbacks.init_args.dirpath={work / f'run{devices}' / 'checkpoints'}",
         "--trainer.callbacks+=lightning_mp3d.callbacks.throughput.ThroughputRecorder",
         f"--trainer.callbacks.out={out}",
-        f"--data.init_args.batches_per_epoch={batches}",
-        f"--data.init_args.syn={{batch_size: {batch_size}, train_batches: {batches}}}",
-        f"--data.init_args.images={{batch_size: {batch_size}, val_size: 0, batches_per_epoch: {batches}}}",
+        f"--data.init_args.batches_per_epoch={steps}",
+        f"--data.init_args.syn={{batch_size: {batch_size}}}",
+        f"--data.init_args.images={{batch_size: {batch_size}, val_size: 0}}",
     ]
     env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS=str(max(1, (os.cpu_count() or 2) // devices)))
     subprocess.run(cmd, check=True, env=env, cwd=work)
@@ -70,7 +72,7 @@ def run(devices: int, batches: int, accelerator: str, work: Path, teacher: Path,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--devices", nargs="+", type=int, default=[1, 2])
-    parser.add_argument("--batches", type=int, default=24, help="alternating D_syn / D_I batches per process")
+    parser.add_argument("--batches", type=int, default=24, help="D_syn + D_I batches per process (steps = half)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--out", default="benchmarks/results/bench_ddp.json")

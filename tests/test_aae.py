@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_mp3d.datamodules import poses as poses_dm
+from lightning_mp3d.datamodules import streams
 from lightning_mp3d.datamodules.poses import ArtificialPoseBatches, PoseDataModule, load_pose_file
 from lightning_mp3d.geometry.pose import forward_kinematics, to_local
 from lightning_mp3d.geometry.rigid import euler_to_sincos, sincos_to_matrix
@@ -188,8 +188,8 @@ def test_artificial_batches_differ_between_ranks_and_are_reproducible(monkeypatc
     dataset = ArtificialPoseBatches(batch_size=4, batches=3, seed=0)
 
     def batches(rank: int) -> torch.Tensor:
-        monkeypatch.setattr(poses_dm, "_rank_and_world", lambda: (rank, 2))
-        torch.manual_seed(7)  # what seed_everything does on every rank
+        monkeypatch.setattr(streams, "distributed_rank", lambda: rank)
+        torch.manual_seed(rank)  # the global RNG plays no part
         return torch.stack(list(dataset))
 
     rank0, rank1 = batches(0), batches(1)
@@ -197,6 +197,8 @@ def test_artificial_batches_differ_between_ranks_and_are_reproducible(monkeypatc
     torch.testing.assert_close(batches(0), rank0)
     assert not torch.allclose(rank0, rank1)
     assert not torch.allclose(rank0[0], rank0[1])  # batches within an epoch differ
+    dataset.set_epoch(1)
+    assert not torch.allclose(torch.stack(list(dataset)), rank0)  # and epochs differ
 
 
 def test_limit_loss_is_zero_inside_ranges_and_positive_with_finite_float64_gradients_outside():

@@ -1,5 +1,5 @@
-"""Phase 1 under 2-process CPU DDP (gloo, launched by torchrun): it finishes, ranks draw different samples, and the
-replicas of G and H stay equal."""
+"""Phase 1 under 2-process CPU DDP (gloo, launched by torchrun): it finishes, ranks draw different samples from both
+inner loaders of the CombinedLoader, and the replicas of G and H stay equal."""
 
 import os
 import subprocess
@@ -29,9 +29,10 @@ SCRIPT = textwrap.dedent(
              "--trainer.strategy=ddp_find_unused_parameters_true")
     cli = cli_main(stage_args("phase1", root, teacher, aae, *extra))
     rank = cli.trainer.global_rank
-    first = next(iter(cli.datamodule.train_dataloader()))  # this rank's first D_syn batch
+    first, _, _ = next(iter(cli.datamodule.train_dataloader()))  # this rank's first step: {"syn": ..., "image": ...}
     state = {k: v for k, v in cli.model.state_dict().items() if k.startswith(("g.", "h."))}
-    torch.save({"state": state, "maps": first["maps"], "steps": cli.trainer.global_step}, root / f"rank{rank}.pt")
+    record = {"state": state, "maps": first["syn"]["maps"], "images": first["image"]["image"]}
+    torch.save({**record, "steps": cli.trainer.global_step}, root / f"rank{rank}.pt")
     """
 )
 
@@ -51,5 +52,6 @@ def test_phase1_ddp_two_processes_keep_replicas_equal(tmp_path):
     assert r0["state"].keys() == r1["state"].keys() and any(k.startswith("g.") for k in r0["state"])
     for key, value in r0["state"].items():
         torch.testing.assert_close(value, r1["state"][key], rtol=0, atol=1e-6, msg=key)
-    assert not torch.equal(r0["maps"], r1["maps"])  # each rank its own samples
+    assert not torch.equal(r0["maps"], r1["maps"])  # each rank its own D_syn samples
+    assert not torch.equal(r0["images"], r1["images"])  # and its own D_I samples
     assert (tmp_path / "phase1" / "checkpoints" / "last.ckpt").is_file()

@@ -64,10 +64,10 @@ def stage_args(
     if stage == "distill":
         args += ["--data.init_args.batch_size=2", "--data.init_args.val_size=2", "--data.init_args.batches_per_epoch=4"]
     else:
-        args += [
-            "--data.init_args.batches_per_epoch=4",
-            "--data.init_args.syn={batch_size: 2, train_batches: 2}",
-            "--data.init_args.images={batch_size: 2, val_size: 2, batches_per_epoch: 2}",
+        args += [  # 2 steps per epoch, each a D_syn and a D_I batch
+            "--data.init_args.batches_per_epoch=2",
+            "--data.init_args.syn={batch_size: 2}",
+            "--data.init_args.images={batch_size: 2, val_size: 2}",
         ]
     return args + list(extra)
 

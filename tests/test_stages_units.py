@@ -1,10 +1,11 @@
-"""Stage internals without a Trainer: which parameters each optimizer and loss can move, the alternating loader, and
+"""Stage internals without a Trainer: which parameters each optimizer and loss can move, the cross-modal loader, and
 L_ss through the whole student pathway."""
 
 import pytest
 import torch
+from pytorch_lightning.utilities import CombinedLoader
 
-from lightning_mp3d.datamodules.cross_modal import AlternatingLoader, CrossModalDataModule
+from lightning_mp3d.datamodules.cross_modal import CrossModalDataModule
 from lightning_mp3d.datamodules.dsyn import make_dsyn_batch
 from lightning_mp3d.grouping import GroupedPeople
 from lightning_mp3d.synth.render import synthetic_batch
@@ -93,33 +94,25 @@ def test_ss_loss_of_the_student_is_zero_for_the_identity_transform(frozen, batch
     assert p2.ss_losses(images)["ss"] > 0.05  # an untrained H is not flip-equivariant: the loss sees it
 
 
-def test_alternating_loader_alternates_and_resumes():
-    loader = AlternatingLoader({"syn": [{"x": i} for i in range(3)], "image": [{"x": 10 + i} for i in range(2)]}, 8)
-    out = list(loader)
-    assert [b["source"] for b in out] == ["syn", "image"] * 4
-    assert [b["x"] for b in out] == [0, 10, 1, 11, 2, 10, 0, 11]  # each stream restarts when it runs out
-    it = iter(loader)
-    next(it), next(it), next(it)
-    state = loader.state_dict()
-    assert state["position"] == 3
-    resumed = AlternatingLoader({"syn": [{"x": 0}], "image": [{"x": 1}]}, 8)
-    resumed.load_state_dict(state)
-    assert [b["source"] for b in resumed] == ["image", "syn", "image", "syn", "image"]
-    with pytest.raises(ValueError, match="multiple"):
-        AlternatingLoader({"syn": [], "image": []}, 3)
-
-
-def test_cross_modal_datamodule_yields_one_source_per_step():
-    dm = CrossModalDataModule(
-        syn={"batch_size": 2, "train_batches": 2}, images={"batch_size": 2, "batches_per_epoch": 1}, batches_per_epoch=4
-    )
+def test_cross_modal_loader_is_a_combined_loader_of_paired_syn_and_image_batches():
+    dm = CrossModalDataModule(syn={"batch_size": 2}, images={"batch_size": 2, "val_size": 2}, batches_per_epoch=3)
     dm.setup("fit")
-    out = list(dm.train_dataloader())
-    assert [b["source"] for b in out] == ["syn", "image", "syn", "image"]
-    assert all(("maps" in b) == (b["source"] == "syn") and ("image" in b) == (b["source"] == "image") for b in out)
-    assert not torch.equal(out[1]["image"], out[3]["image"])  # the image stream restarted with a new epoch
-    with pytest.raises(ValueError, match="even"):
-        CrossModalDataModule(batches_per_epoch=3)
+    loader = dm.train_dataloader()
+    assert isinstance(loader, CombinedLoader) and loader._mode == "min_size"
+    first, second = [[batch for batch, _, _ in loader] for _ in range(2)]
+    assert len(first) == len(second) == 3
+    for batch in first:
+        assert set(batch) == {"syn", "image"}
+        assert batch["syn"]["maps"].shape == (2, 43, 28, 28) and batch["image"]["image"].shape == (2, 3, 224, 224)
+    assert not torch.equal(first[0]["image"]["image"], second[0]["image"]["image"])  # a new epoch, new images
+    assert not torch.equal(first[0]["syn"]["maps"], second[0]["syn"]["maps"])
+
+
+def test_cross_modal_epoch_length_is_said_once():
+    dm = CrossModalDataModule(syn={"train_batches": 4}, batches_per_epoch=4)
+    assert dm.syn_kwargs["train_batches"] == dm.images_kwargs["batches_per_epoch"] == 4
+    with pytest.raises(ValueError, match="set the epoch length once"):
+        CrossModalDataModule(images={"batches_per_epoch": 3}, batches_per_epoch=4)
 
 
 def test_detach_depth_cuts_only_the_depth_channel():

@@ -17,6 +17,8 @@ from lightning_mp3d.atomic import write_text_atomic
 
 
 def _batch_size(batch: Any) -> int:
+    if isinstance(batch, dict) and batch and all(isinstance(v, dict) for v in batch.values()):
+        return sum(_batch_size(v) for v in batch.values())  # a CombinedLoader step: the samples of every source
     if isinstance(batch, dict):
         for key in ("image", "maps", "poses"):
             if key in batch:
@@ -27,6 +29,8 @@ def _batch_size(batch: Any) -> int:
 
 class ThroughputRecorder(Callback):
     """Time training batches after ``warmup`` batches; write per-rank JSON at the end of fit.
+
+    A batch is one training step; a phase-1/2 step holds a D_syn and a D_I batch, and its samples count both.
 
     Args:
         out: JSON path (the rank is inserted before the suffix).

@@ -8,11 +8,11 @@ A batch is a dict (B scenes, P = max_people, J = 15)::
     depth (B, P) millimetres   joints_2d (B, P, J, 2) pixels     root_cells (B, P, 2) long (col, row), 14-grid
     mask (B, P) bool
 
-Seeding: batch ``i`` of epoch ``e`` on rank ``r`` is generated from its own ``torch.Generator`` seeded by
-``numpy.random.SeedSequence([seed, split, r, e, i])`` (split 0 = train, 1 = val). Dataloader worker ``w`` of ``W``
-generates the batches ``i = w, w + W, ...``, so workers never duplicate a batch, ranks differ, a fixed seed
-reproduces every batch whatever the number of workers, and each epoch draws new scenes. The epoch advances each
-time the training dataloader is iterated (``EpochDataLoader``); validation always uses epoch 0 (a fixed set).
+Seeding (``datamodules/streams.py``): batch ``i`` of epoch ``e`` on rank ``r`` is generated from its own
+``torch.Generator`` seeded by ``batch_seed(seed, split, r, e, i)`` (split 0 = train, 1 = val), so workers never
+duplicate a batch, ranks differ, a fixed seed reproduces every batch whatever the number of workers, and each epoch
+draws new scenes. The epoch advances each time the training dataloader is iterated (``EpochDataLoader``, which also
+resumes mid-epoch from a checkpoint); validation always uses epoch 0 (a fixed set).
 """
 
 from __future__ import annotations
@@ -22,24 +22,17 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import torch
 from pytorch_lightning import LightningDataModule
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader
 
 from lightning_mp3d.datamodules.shards import tensor_shard_pipeline, write_tensor_shards
+from lightning_mp3d.datamodules.streams import EpochDataLoader, SeededBatchStream
 from lightning_mp3d.synth.maps import render_maps
 from lightning_mp3d.synth.scenes import compose_scenes
 
 BATCH_KEYS = ("maps", "poses", "canonical", "rotation", "roots_px", "depth", "joints_2d", "root_cells", "mask")
 _MAP_KEYS = ("grid_size", "sigma_px", "paf_width_px")
-
-
-def batch_seed(*parts: int) -> int:
-    """A 63-bit seed mixing integers (seed, split, rank, epoch, index) with NumPy's SeedSequence."""
-    return int(
-        np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint32).astype(np.uint64) @ [1, 2**32]
-    ) & (2**63 - 1)
 
 
 def make_dsyn_batch(
@@ -71,7 +64,7 @@ def make_dsyn_batch(
     return {"maps": maps, **scenes._asdict()}
 
 
-class DSynDataset(IterableDataset):
+class DSynDataset(SeededBatchStream):
     """Batches of D_syn generated on the fly (one vectorised call per batch), seeded per (seed, rank, epoch, batch).
 
     Args:
@@ -95,47 +88,20 @@ class DSynDataset(IterableDataset):
         scene_kwargs: dict[str, Any] | None = None,
         map_kwargs: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__()
-        if batch_size < 1 or num_batches < 0:
-            raise ValueError(f"batch_size must be >= 1 and num_batches >= 0, got {batch_size} and {num_batches}")
+        super().__init__(num_batches, seed, split=split, rank=rank)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
-        self.batch_size, self.num_batches, self.seed = batch_size, num_batches, seed
-        self.rank, self.world_size, self.split = rank, world_size, split
+        self.batch_size, self.world_size = batch_size, world_size
         self.scene_kwargs, self.map_kwargs = dict(scene_kwargs or {}), dict(map_kwargs or {})
-        self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose batches __iter__ yields."""
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.num_batches
+    def make(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        return make_dsyn_batch(self.batch_size, generator, scene_kwargs=self.scene_kwargs, map_kwargs=self.map_kwargs)
 
     def batch(self, index: int) -> dict[str, torch.Tensor]:
         """Batch ``index`` of the current epoch on this rank (deterministic)."""
-        generator = torch.Generator().manual_seed(batch_seed(self.seed, self.split, self.rank, self.epoch, index))
-        return make_dsyn_batch(self.batch_size, generator, scene_kwargs=self.scene_kwargs, map_kwargs=self.map_kwargs)
-
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        info = get_worker_info()
-        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        for index in range(worker, self.num_batches, workers):
-            yield self.batch(index)
-
-
-class EpochDataLoader(DataLoader):
-    """A DataLoader that advances its dataset's epoch (``set_epoch``) each time it is iterated."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._epochs_started = 0
-
-    def __iter__(self):  # noqa: D105
-        if hasattr(self.dataset, "set_epoch"):
-            self.dataset.set_epoch(self._epochs_started)
-        self._epochs_started += 1
-        return super().__iter__()
+        return self.make(self.generator(index))
 
 
 def load_pose_bank(path: str | os.PathLike) -> torch.Tensor:
@@ -290,7 +256,7 @@ class DSynDataModule(LightningDataModule):
         return pipeline.repeat(nepochs=10**9).with_epoch(per_worker).with_length(num_batches, silent=True)
 
     def _loader(self, dataset, train: bool) -> DataLoader:
-        cls = EpochDataLoader if train else DataLoader
+        cls = EpochDataLoader if train and isinstance(dataset, SeededBatchStream) else DataLoader
         return cls(dataset, batch_size=None, num_workers=self.hparams.num_workers, persistent_workers=False)
 
     def train_dataloader(self) -> DataLoader:

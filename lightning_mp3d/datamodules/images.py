@@ -26,12 +26,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from pytorch_lightning import LightningDataModule
 from PIL import Image, UnidentifiedImageError
+from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from lightning_mp3d.datamodules.dsyn import EpochDataLoader, batch_seed
 from lightning_mp3d.datamodules.shards import decode_sample, encode_sample, expand_shards
+from lightning_mp3d.datamodules.streams import EpochDataLoader, SeededBatchStream
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 GT_KEYS = ("poses", "canonical", "rotation", "roots_px", "depth", "joints_2d", "root_cells", "mask", "visibility")
@@ -133,12 +133,13 @@ def to_original_pixels(points: torch.Tensor, transform: torch.Tensor) -> torch.T
 # datasets
 
 
-class SyntheticImageDataset(IterableDataset):
+class SyntheticImageDataset(SeededBatchStream):
     """``batches`` rendered batches per epoch and rank of a domain style, split among DataLoader workers.
 
-    Batch ``index`` of an epoch is rendered from ``batch_seed(seed, split, rank, epoch, index)`` (dsyn's helper), so it
-    does not depend on the number of workers. Use with ``DataLoader(dataset, batch_size=None)`` (or dsyn's
-    ``EpochDataLoader``, which advances the epoch): each item is already a batch from ``synthetic_batch``.
+    Batch ``index`` of an epoch is rendered from ``batch_seed(seed, split, rank, epoch, index)``
+    (``datamodules/streams.py``), so it does not depend on the number of workers. Use with dsyn's ``EpochDataLoader``
+    (``batch_size=None``), which advances the epoch and resumes mid-epoch: each item is already a batch from
+    ``synthetic_batch``.
     """
 
     def __init__(
@@ -151,36 +152,16 @@ class SyntheticImageDataset(IterableDataset):
         split: int = 0,
         rank: int | None = None,
     ):
-        super().__init__()
+        super().__init__(batches, seed, split=split, rank=rank)
         from lightning_mp3d.synth.render import get_style
 
         get_style(style)  # validate early
-        self.batch_size, self.batches, self.style, self.seed, self.image_size = (
-            batch_size,
-            batches,
-            style,
-            seed,
-            image_size,
-        )
-        self.split, self.rank = split, rank
-        self.epoch = 0
+        self.batch_size, self.style, self.image_size = batch_size, style, image_size
 
-    def set_epoch(self, epoch: int) -> None:
-        """Called each epoch (EpochDataLoader) so that epochs see different images."""
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.batches
-
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+    def make(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
         from lightning_mp3d.synth.render import synthetic_batch
 
-        info = torch.utils.data.get_worker_info()
-        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        rank = _rank_and_world()[0] if self.rank is None else self.rank
-        for index in range(worker, self.batches, workers):
-            generator = torch.Generator().manual_seed(batch_seed(self.seed, self.split, rank, self.epoch, index))
-            yield synthetic_batch(self.batch_size, self.style, generator, image_size=self.image_size)
+        return synthetic_batch(self.batch_size, self.style, generator, image_size=self.image_size)
 
 
 def fixed_synthetic_set(num_images: int, style: str, seed: int, batch_size: int = 16) -> list[dict[str, torch.Tensor]]:

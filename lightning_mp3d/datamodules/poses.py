@@ -3,8 +3,8 @@
 Sources
 -------
 - ``path=None`` (default): *Artificial-pose-sampling* (``lightning_mp3d.synth.sample_artificial_poses``), generated
-  in batches on the fly. Each rank and each DataLoader worker gets its own seed
-  (``seed``, epoch, global rank, worker id), so DDP ranks see different poses. The held-out validation set is
+  in batches on the fly, batch ``i`` of epoch ``e`` on rank ``r`` from its own seed (``datamodules/streams.py``), so
+  DDP ranks see different poses and a resumed run continues the same stream. The held-out validation set is
   ``val_size`` poses drawn once with a separate seed.
 - ``path="poses.npz"``: a NumPy ``.npz`` with key ``poses``: (N, J, 3) 3D joint positions in millimetres in any
   frame, J = 15 in our order (``skeleton.JOINTS``) or J = 17 in the MPI-INF-3DHP / MuPoTS-3D order
@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from pytorch_lightning import LightningDataModule
-from torch.utils.data import DataLoader, IterableDataset, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
+from lightning_mp3d.datamodules.streams import EpochDataLoader, SeededBatchStream
 from lightning_mp3d.skeleton import MUPOTS17_TO_OURS, NUM_JOINTS
 from lightning_mp3d.synth.poses import normalize_bone_lengths
 
@@ -84,41 +85,22 @@ def load_pose_file(path: str | Path, joint_order: str = "auto") -> torch.Tensor:
     return poses_to_canonical(poses, joint_order).float()
 
 
-def _rank_and_world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-class ArtificialPoseBatches(IterableDataset):
+class ArtificialPoseBatches(SeededBatchStream):
     """``batches`` batches of artificial canonical poses per epoch and rank, split among DataLoader workers.
 
-    Use with ``DataLoader(dataset, batch_size=None)``: each item is already a batch (batch_size, 15, 3).
+    Use with ``EpochDataLoader(dataset, batch_size=None)``: each item is already a batch (batch_size, 15, 3).
     """
 
     def __init__(self, batch_size: int, batches: int, seed: int = 0, range_scale: float = 1.0) -> None:
-        super().__init__()
-        self.batch_size, self.batches, self.seed, self.range_scale = batch_size, batches, seed, range_scale
+        super().__init__(batches, seed)
+        self.batch_size, self.range_scale = batch_size, range_scale
 
-    def __len__(self) -> int:
-        return self.batches
-
-    def __iter__(self):
+    def make(self, generator: torch.Generator) -> torch.Tensor:
         from lightning_mp3d.synth.poses import sample_artificial_poses
 
-        info = torch.utils.data.get_worker_info()
-        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        rank, _ = _rank_and_world()
-        # A fresh draw per epoch: in a worker, torch's per-epoch worker seed; in the main process, the global torch
-        # RNG (seeded by seed_everything, identical on every rank). Mixed with rank and worker id, so every
-        # (epoch, rank, worker) has its own stream and DDP ranks never see the same poses.
-        epoch_seed = torch.initial_seed() if info is not None else int(torch.randint(2**62, (1,)).item())
-        stream = np.random.SeedSequence([self.seed, epoch_seed, rank, worker]).generate_state(1, dtype=np.uint64)[0]
-        generator = torch.Generator().manual_seed(int(stream) & 0x7FFF_FFFF_FFFF_FFFF)
-        for _ in range(worker, self.batches, workers):
-            yield sample_artificial_poses(
-                self.batch_size, generator, dtype=torch.float32, device="cpu", range_scale=self.range_scale
-            )
+        return sample_artificial_poses(
+            self.batch_size, generator, dtype=torch.float32, device="cpu", range_scale=self.range_scale
+        )
 
 
 class PoseDataModule(LightningDataModule):
@@ -185,7 +167,7 @@ class PoseDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         if isinstance(self.train_set, ArtificialPoseBatches):
-            return DataLoader(self.train_set, batch_size=None, num_workers=self.hparams.num_workers)
+            return EpochDataLoader(self.train_set, batch_size=None, num_workers=self.hparams.num_workers)
         return DataLoader(
             self.train_set,
             batch_size=self.hparams.batch_size,

@@ -26,6 +26,7 @@ from pytorch_lightning import LightningModule
 from torchmetrics import MeanMetric
 
 from lightning_mp3d.callbacks.media import log_figure
+from lightning_mp3d.datamodules.streams import batch_seed
 from lightning_mp3d.geometry.pose import forward_kinematics, to_local
 from lightning_mp3d.losses.aae import cycle_loss, discriminator_loss, generator_loss, joint_limit_loss
 from lightning_mp3d.models.aae import CHECKPOINT_KEY, PoseDecoder, PoseDiscriminator, PoseEncoder
@@ -55,6 +56,8 @@ class AAEPretraining(LightningModule):
         range_scale: joint-angle ranges that ``val/prior_plausible`` checks against (as the data's sampler).
         num_figure_poses: poses in the logged grid of decoded random phi (0: no figure).
         val_seed: seed of the phi ~ U samples used by validation (the same every epoch).
+        prior_seed: seed of the training phi ~ U samples; step ``k`` on rank ``r`` draws from its own generator seeded
+            by (prior_seed, r, k), so ranks differ and a resumed run draws what an uninterrupted one would have.
     """
 
     def __init__(
@@ -79,6 +82,7 @@ class AAEPretraining(LightningModule):
         range_scale: float = 1.0,
         num_figure_poses: int = 16,
         val_seed: int = 12345,
+        prior_seed: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -124,7 +128,8 @@ class AAEPretraining(LightningModule):
         opt_enc, opt_dec, opt_disc = self.optimizers()
         hp = self.hparams
         p_l = to_local(p_c)
-        phi_prior = self.sample_prior(p_c.shape[0])
+        step_generator = torch.Generator().manual_seed(batch_seed(hp.prior_seed, self.global_rank, self.global_step))
+        phi_prior = self.sample_prior(p_c.shape[0], step_generator)
 
         # Φ and Ψ: L_cyc (+ L_adv for Ψ), Disc frozen.
         self.discriminator.requires_grad_(False)

@@ -72,8 +72,9 @@ class CrossModalStage(LightningModule):
         h_width: channels of H's 14x14 / 7x7 features.
         h_fc_channels: channels of H's channel-wise FC at 7x7 (128 in the paper).
         lr: Adam learning rate of every optimizer before ``lr_drop_iteration``.
-        lr_after: learning rate from ``lr_drop_iteration`` on (iterations = batches of this stage).
-        lr_drop_iteration: batch index at which the rate drops; None: never.
+        lr_after: learning rate from ``lr_drop_iteration`` on.
+        lr_drop_iteration: paper iteration (0-based) from which the rate is ``lr_after``; None: never. Iterations are
+            batches: in phase 1/2 a step's D_syn pathway is iteration 2k and its D_I pathway 2k + 1.
         depth_scale_mm: d0 of M's depth parameterisation ``d = d0 exp(x)``.
         root_weight: weight of the root-heatmap focal loss added to each pathway's main loss.
         root_sigma: Gaussian width (cells) of the root targets.
@@ -243,7 +244,12 @@ class CrossModalStage(LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def step_schedulers(self) -> None:
-        """One iteration passed: step every scheduler (manual optimization never does it for us)."""
+        """One paper iteration passed: step every scheduler (manual optimization never does it for us).
+
+        Schedules count paper iterations: one per D_I batch in the warm-up, and two per step in phase 1/2, which call
+        this after the D_syn pathway and again after the D_I pathway, so a drop lands on the same update as in the
+        paper's alternation.
+        """
         scheds = self.lr_schedulers()
         with warnings.catch_warnings():  # an optimizer idle on this pathway still counts the iteration
             warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*before.*optimizer.step")
@@ -356,14 +362,6 @@ class CrossModalStage(LightningModule):
 
     def log_losses(self, losses: dict[str, torch.Tensor], batch_size: int) -> None:
         self.log_dict({f"train/loss_{k}": v.detach() for k, v in losses.items()}, batch_size=batch_size)
-
-    @staticmethod
-    def pathway(batch: dict[str, Any], batch_idx: int) -> str:
-        """'syn' or 'image': the loader alternates by iteration parity and tags each batch with its source."""
-        source = batch.get("source")
-        if source is None:  # a plain single-source loader
-            source = "syn" if "maps" in batch else "image"
-        return source
 
     # ------------------------------------------------------------------------------------------------ inference
     @torch.no_grad()

@@ -1,8 +1,8 @@
 """Stage 2: distillation warm-up. H learns L_distl (+ the root heatmap) from the frozen teacher on D_I images.
 
 Paper suppl. 2.2: "We first pretrain H using L_distl for about 15k iterations before imposing all losses."
-One Adam over H; the teacher and Psi are frozen. Data: D_I batches only (``ImageDataModule(style="target")``), or the
-cross-modal loader, whose D_syn batches this stage skips.
+One Adam over H; the teacher and Psi are frozen. Data: D_I batches only (``ImageDataModule(style="target")``), a plain
+loader; each batch is one paper iteration.
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ class DistillationWarmup(CrossModalStage):
         return [self._adam(list(self.h.parameters()))]
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        if self.pathway(batch, batch_idx) == "image":
-            losses = self.distill_losses(batch)
-            self.run_optimizer(0, self.with_root(losses["distl"], losses, "root_image"))
-            self.log_losses(losses, batch["image"].shape[0])
+        losses = self.distill_losses(batch)
+        self.run_optimizer(0, self.with_root(losses["distl"], losses, "root_image"))
+        self.log_losses(losses, batch["image"].shape[0])
         self.step_schedulers()

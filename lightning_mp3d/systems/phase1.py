@@ -1,8 +1,9 @@
 """Stage 3: phase-1 cross-modal alignment (paper 3.2). G and H with L_recon, L_distl and L_adapt, one Adam each.
 
-Even iterations bring a D_syn batch (auto-encoding pathway: L_recon on G and H, then L_adapt on G through the frozen
-F), odd iterations a D_I batch (distillation pathway: L_distl on H). Root-heatmap losses ride with L_recon (true
-roots) and L_distl (teacher roots). ``use_recon`` / ``use_adapt`` switch losses off for the Table 2 ablation.
+Each step gets ``{"syn": D_syn batch, "image": D_I batch}`` (``CrossModalDataModule``) and runs two paper iterations:
+the auto-encoding pathway on ``batch["syn"]`` (L_recon on G and H, then L_adapt on G through the frozen F), then the
+distillation pathway on ``batch["image"]`` (L_distl on H). Root-heatmap losses ride with L_recon (true roots) and
+L_distl (teacher roots). ``use_recon`` / ``use_adapt`` switch losses off for the Table 2 ablation.
 """
 
 from __future__ import annotations
@@ -31,19 +32,19 @@ class Phase1Alignment(CrossModalStage):
         g, h = list(self.g.parameters()), list(self.h.parameters())
         return [self._adam(g + h), self._adam(h), self._adam(g)]
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        if self.pathway(batch, batch_idx) == "syn":
-            losses: dict[str, torch.Tensor] = {}
-            if self.hparams.use_recon:
-                losses.update(self.recon_losses(batch))
-                self.run_optimizer(RECON, self.with_root(losses["recon"], losses, "root_syn"))
-            if self.hparams.use_adapt:
-                losses["adapt"] = self.adapt_loss(batch)
-                self.run_optimizer(ADAPT, losses["adapt"])
-            size = batch["maps"].shape[0]
-        else:
-            losses = self.distill_losses(batch)
-            self.run_optimizer(DISTL, self.with_root(losses["distl"], losses, "root_image"))
-            size = batch["image"].shape[0]
-        self.log_losses(losses, size)
-        self.step_schedulers()
+    def training_step(self, batch: dict[str, dict[str, torch.Tensor]], batch_idx: int) -> None:
+        syn, images = batch["syn"], batch["image"]
+        losses: dict[str, torch.Tensor] = {}
+        if self.hparams.use_recon:
+            losses.update(self.recon_losses(syn))
+            self.run_optimizer(RECON, self.with_root(losses["recon"], losses, "root_syn"))
+        if self.hparams.use_adapt:
+            losses["adapt"] = self.adapt_loss(syn)
+            self.run_optimizer(ADAPT, losses["adapt"])
+        self.log_losses(losses, syn["maps"].shape[0])
+        self.step_schedulers()  # paper iteration 2k (D_syn) done
+
+        losses = self.distill_losses(images)
+        self.run_optimizer(DISTL, self.with_root(losses["distl"], losses, "root_image"))
+        self.log_losses(losses, images["image"].shape[0])
+        self.step_schedulers()  # paper iteration 2k + 1 (D_I) done

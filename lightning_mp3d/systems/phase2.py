@@ -1,7 +1,9 @@
 """Stage 4: phase-2 self-supervision (paper 3.3). H only, G frozen; L_recon on D_syn and L_ss on D_I, one Adam each.
 
-L_distl is dropped; the teacher still supplies the roots of I where L_ss (and the root heatmap loss) are computed.
-``use_ss=False`` keeps only L_recon (an ablation row).
+Each step runs the D_syn pathway on ``batch["syn"]`` (L_recon), then the D_I pathway on ``batch["image"]`` (L_ss): two
+paper iterations, as in phase 1. L_distl is dropped; the teacher still supplies the roots of I where L_ss (and the
+root heatmap loss) are computed. ``use_ss=False`` keeps only L_recon (an ablation row). The random transforms of L_ss
+are seeded by (``transform_seed``, rank, step), so a resumed run draws the same ones.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from typing import Any
 
 import torch
 
+from lightning_mp3d.datamodules.streams import batch_seed
 from lightning_mp3d.systems.common import CrossModalStage
 
 RECON, SS = 0, 1
@@ -33,17 +36,17 @@ class Phase2SelfSupervised(CrossModalStage):
         h = list(self.h.parameters())
         return [self._adam(h), self._adam(h)]
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        if self.pathway(batch, batch_idx) == "syn" and self.hparams.use_recon:
-            losses = self.recon_losses(batch)
+    def training_step(self, batch: dict[str, dict[str, torch.Tensor]], batch_idx: int) -> None:
+        syn, images = batch["syn"], batch["image"]
+        if self.hparams.use_recon:
+            losses = self.recon_losses(syn)
             self.run_optimizer(RECON, self.with_root(losses["recon"], losses, "root_syn"))
-            size = batch["maps"].shape[0]
-        elif self.pathway(batch, batch_idx) == "image" and self.hparams.use_ss:
-            losses = self.ss_losses(batch)
+            self.log_losses(losses, syn["maps"].shape[0])
+        self.step_schedulers()  # paper iteration 2k (D_syn) done
+
+        if self.hparams.use_ss:
+            self._generator.manual_seed(batch_seed(self.hparams.transform_seed, self.global_rank, self.global_step))
+            losses = self.ss_losses(images)
             self.run_optimizer(SS, self.with_root(losses["ss"], losses, "root_image"))
-            size = batch["image"].shape[0]
-        else:
-            losses, size = {}, 1
-        if losses:
-            self.log_losses(losses, size)
-        self.step_schedulers()
+            self.log_losses(losses, images["image"].shape[0])
+        self.step_schedulers()  # paper iteration 2k + 1 (D_I) done

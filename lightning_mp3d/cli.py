@@ -1,22 +1,80 @@
 """The ``lightning`` command: a LightningCLI in subclass mode over every stage of lightning_mp3d.
 
-``lightning fit --config configs/stage_aae.yaml`` (also ``lightning-mp3d ...`` and ``python -m lightning_mp3d ...``).
+``lightning fit --config stage_aae.yaml`` (also ``lightning-mp3d ...`` and ``python -m lightning_mp3d ...``).
 Any LightningModule / LightningDataModule importable by ``class_path`` can be configured, with ``init_args``,
 ``--print_config`` and command-line overrides such as ``--trainer.max_steps=10``.
+
+Config names: a ``--config``/``-c`` value that is not a file where the command runs is looked up in the project's
+``configs/`` (shipped inside the package as ``lightning_mp3d/configs``, a link to the top-level ``configs/`` in a
+source checkout), so ``stage_phase1.yaml`` and ``tiny/stage_phase1.yaml`` work from any folder after ``pip install``;
+``configs/stage_phase1.yaml`` (a real path) works too. Relative paths inside the configs (``runs/<stage>/...``) stay
+relative to the folder the command runs in.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 from pytorch_lightning import LightningDataModule, LightningModule
 from pytorch_lightning.cli import LightningCLI
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+CONFIG_FLAGS = ("--config", "-c")
+
+
+def available_configs() -> list[str]:
+    """The project's stage configs, as names that ``--config`` accepts (``stage_*.yaml``, then presets' overrides)."""
+    return sorted(str(p.relative_to(CONFIG_DIR)) for p in CONFIG_DIR.rglob("stage_*.yaml"))
+
+
+def resolve_config(value: str) -> str:
+    """A ``--config`` value: itself if it is a file (or not a YAML name), else the project config of that name.
+
+    Raises:
+        FileNotFoundError: a ``.yaml``/``.yml`` name that is neither a file here nor a project config.
+    """
+    if not value.endswith((".yaml", ".yml")) or Path(value).is_file():
+        return value
+    packaged = CONFIG_DIR / value
+    if packaged.is_file():
+        return str(packaged)
+    raise FileNotFoundError(
+        f"config {value!r}: no such file in {os.getcwd()} nor in the project's configs/ ({CONFIG_DIR}). "
+        f"Available stage configs: {', '.join(available_configs())}"
+    )
+
+
+def resolve_config_args(args: list[str]) -> list[str]:
+    """Command-line arguments with every ``--config``/``-c`` value passed through ``resolve_config``."""
+    out = list(args)
+    for i, arg in enumerate(out):
+        flag, eq, value = arg.partition("=")
+        if flag in CONFIG_FLAGS and eq:
+            out[i] = f"{flag}={resolve_config(value)}"
+        elif arg in CONFIG_FLAGS and i + 1 < len(out):
+            out[i + 1] = resolve_config(out[i + 1])
+    return out
+
+
+class StageCLI(LightningCLI):
+    """LightningCLI whose ``--config`` values may name the project's configs (``resolve_config``)."""
+
+    def parse_arguments(self, parser, args) -> None:
+        if isinstance(args, dict) or hasattr(args, "as_dict"):  # a dict / Namespace, not command-line strings
+            return super().parse_arguments(parser, args)
+        try:
+            args = resolve_config_args(sys.argv[1:] if args is None else list(args))
+        except FileNotFoundError as err:
+            parser.error(str(err))
+        self.config = parser.parse_args(args)
 
 
 def cli_main(args: list[str] | None = None, run: bool = True) -> LightningCLI:
     """Run (or, with ``run=False``, only build) the LightningCLI. ``args`` defaults to ``sys.argv[1:]``."""
     os.environ.setdefault("WANDB_MODE", "offline")
-    return LightningCLI(
+    return StageCLI(
         LightningModule,
         LightningDataModule,
         subclass_mode_model=True,

@@ -1,4 +1,5 @@
-"""The `lightning` command and every stage config: entry points exist and every YAML instantiates."""
+"""The `lightning` command and every stage config: entry points exist, every YAML instantiates, and bare stage config
+names (`lightning fit --config stage_phase1.yaml`) resolve against the project's configs from any folder."""
 
 import shutil
 import subprocess
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lightning_mp3d.cli import cli_main
+from lightning_mp3d.cli import CONFIG_DIR, available_configs, cli_main
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = sorted((ROOT / "configs").glob("stage_*.yaml"))
@@ -61,3 +62,40 @@ def test_unknown_config_key_is_a_clear_error(tmp_path):
     result = run_module(*args, cwd=tmp_path)
     assert result.returncode != 0
     assert "no_such_key" in result.stderr
+
+
+def test_card_command_with_a_bare_stage_name_works_from_the_project_root():
+    """``lightning fit --config stage_phase1.yaml`` as the card types it, at the project root (no such file there)."""
+    assert not (ROOT / "stage_phase1.yaml").exists()
+    exe = shutil.which("lightning", path=str(BIN)) or shutil.which("lightning")
+    args = [exe, "fit", "--config", "stage_phase1.yaml", "--print_config"]
+    out = subprocess.run(args, capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    assert "class_path: lightning_mp3d.systems.phase1.Phase1Alignment" in out
+    assert "default_root_dir: runs/phase1" in out  # paths inside configs stay relative to where the command runs
+
+
+def test_bare_stage_and_preset_names_work_from_any_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as done:
+        cli_main(["fit", "--config=stage_aae.yaml", "-c", "tiny/stage_aae.yaml", "--print_config"])
+    assert done.value.code in (0, None)
+    out = capsys.readouterr().out
+    assert "class_path: lightning_mp3d.systems.aae.AAEPretraining" in out
+    assert "max_steps: 12600" in out  # the tiny preset's override was read too
+
+
+def test_unknown_config_name_lists_the_available_stage_configs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as done:
+        cli_main(["fit", "--config", "stage_phase3.yaml"])
+    assert done.value.code not in (0, None)
+    err = capsys.readouterr().err
+    assert "stage_phase3.yaml" in err
+    assert all(f"stage_{name}.yaml" in err for name in ("teacher", "aae", "distill", "phase1", "phase2"))
+
+
+def test_packaged_configs_are_the_project_configs():
+    """One place to edit: the package's configs/ (package data in a wheel) is the top-level configs/ in a checkout."""
+    assert CONFIG_DIR.resolve() == (ROOT / "configs").resolve()
+    assert {f"stage_{n}.yaml" for n in ("teacher", "aae", "distill", "phase1", "phase2")} <= set(available_configs())
+    assert "tiny/stage_phase1.yaml" in available_configs()

@@ -15,6 +15,10 @@ Convention
 - The neck has 0 DoF (FK puts it along +Z); the right hip has 1 DoF (theta fixed at -90 deg = the person's right
   in our frames, gamma sampled); the left hip and left shoulder are derived by FK (the pelvis and the neck are
   midpoints), so no range is sampled for them.
+- The paper's azimuth puts the person's right at theta = 180 deg (its right hip: theta1 = theta2 = pi), ours at
+  -90 deg, so ``ours = paper + 90`` wrapped into (-180, 180] (``from_paper_theta``). Values the paper states
+  (suppl. 3: right hip, right shoulder; neck 0 DoF) are used as stated through that map; every other range cites
+  its biomechanics source in ``JointRange.source``.
 - Sampling: every sampled angle is drawn independently and uniformly from its range (the paper's procedure), then
   ``geometry.forward_kinematics`` builds the canonical pose in millimetres with the fixed bone lengths.
 - ``range_scale`` in (0, 1] shrinks every range about its centre (the embedded *source* domain's narrower pose
@@ -48,6 +52,12 @@ class JointRange(NamedTuple):
     source: str
 
 
+def from_paper_theta(theta_deg: float) -> float:
+    """The paper's azimuth (person's right at 180 deg) -> ours (person's right at -90 deg), in (-180, 180]."""
+    t = (theta_deg + 90.0) % 360.0
+    return t - 360.0 if t > 180.0 else t
+
+
 _AAOS = "AAOS, Joint Motion: Method of Measuring and Recording (1965; Greene & Heckman 1994)"
 _KAPANDJI = "Kapandji, The Physiology of the Joints, vols. 1-3"
 _NASA = "NASA-STD-3000 Man-Systems Integration Standards, vol. I, sec. 3.3.2 (joint motion)"
@@ -66,11 +76,11 @@ ANGLE_RANGES: dict[str, JointRange] = {
         "for the neck -> head-top bone, which also carries part of the upper-trunk motion",
     ),
     "r_shoulder": JointRange(
-        (-120.0, -60.0),
+        (from_paper_theta(120.0), from_paper_theta(240.0)),  # (-150, -30)
         (75.0, 105.0),
-        f"shoulder line (neck -> shoulder, rigid through the neck because the neck is the midpoint): axial trunk "
-        f"rotation about 30 deg either way and shoulder-girdle elevation/depression about 15 deg ({_KAPANDJI} vol. 1 "
-        f"and 3; {_AAOS} thoracolumbar rotation 30-45 deg)",
+        "shoulder line (neck -> shoulder, rigid through the neck because the neck is the midpoint): theta from paper "
+        "suppl. 3 (a 120 deg range, theta1 = 120 deg to theta2 = 240 deg = -120 deg, about the person's right); "
+        f"gamma (not stated in the paper): shoulder-girdle elevation/depression about 15 deg ({_KAPANDJI} vol. 1)",
     ),
     "r_elbow": JointRange(
         (-150.0, 120.0),
@@ -87,7 +97,7 @@ ANGLE_RANGES: dict[str, JointRange] = {
         "0 = forward, 90 = out to the side",
     ),
     "r_hip": JointRange(
-        (-90.0, -90.0),
+        (from_paper_theta(180.0), from_paper_theta(180.0)),  # (-90, -90)
         (60.0, 120.0),
         "paper main text 4.1 / suppl. 3: 1 DoF, gamma in [pi/3, 2pi/3] from up (theta = pi in the paper's frame is "
         "the person's right, theta = -90 deg in ours since our e3 = +Y is the left)",

@@ -1,0 +1,64 @@
+"""``FiniteGuard``: stop training at the first non-finite loss or weight, and never checkpoint non-finite weights.
+
+A diverged run (say a huge learning rate) otherwise trains on with NaN weights, exits 0 and hands the next stage a
+checkpoint of NaNs. After every training batch the guard reads the step's logged ``train/*`` values and the module's
+parameters; the first non-finite one stops the run with ``NonFiniteError`` naming the stage, the step and the value.
+It runs before the checkpoint callbacks (Lightning orders those last), so ``last.ckpt`` keeps the last finite weights;
+``on_save_checkpoint`` refuses any checkpoint whose weights are not finite, whoever asks for it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pytorch_lightning import Callback, LightningModule, Trainer
+
+from lightning_mp3d.checkpoint_io import non_finite_keys
+
+
+class NonFiniteError(FloatingPointError):
+    """Training produced a NaN or infinite loss or weight."""
+
+
+def stage_of(module: LightningModule) -> str:
+    """The stage name a module reports (``stage_name``), else its class name."""
+    return str(getattr(module, "stage_name", None) or type(module).__name__)
+
+
+class FiniteGuard(Callback):
+    """Raise ``NonFiniteError`` at the first non-finite ``train/*`` value or parameter (see the module docstring).
+
+    Args:
+        check_weights_every_n_batches: how often the parameters are checked (1: every batch; the logged losses are
+            always checked, and the weights again before every checkpoint).
+    """
+
+    def __init__(self, check_weights_every_n_batches: int = 1) -> None:
+        if check_weights_every_n_batches < 1:
+            raise ValueError(f"check_weights_every_n_batches must be >= 1, got {check_weights_every_n_batches}")
+        self.every = check_weights_every_n_batches
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        logged = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
+        bad = non_finite_keys(logged)
+        if not bad and (batch_idx + 1) % self.every == 0:
+            bad = non_finite_keys(dict(pl_module.named_parameters()))
+        if bad:
+            values = ", ".join(f"{k}={logged[k].item()}" if k in logged else f"weight {k}" for k in bad[:5])
+            last = next((cb.last_model_path for cb in trainer.checkpoint_callbacks if cb.last_model_path), None)
+            kept = f"the last finite checkpoint is {last}" if last else "no checkpoint was written yet"
+            raise NonFiniteError(
+                f"stage '{stage_of(pl_module)}': non-finite value at step {trainer.global_step} (epoch "
+                f"{trainer.current_epoch}, batch {batch_idx}): {values}; training stopped, {kept}. "
+                "Lower the learning rate or check the data."
+            )
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        bad = non_finite_keys(checkpoint.get("state_dict", {}))
+        if bad:
+            raise NonFiniteError(
+                f"stage '{stage_of(pl_module)}': refusing to write a checkpoint at step {trainer.global_step} with "
+                f"non-finite weights {bad[:5]}"
+            )

@@ -136,22 +136,40 @@ class PoseEstimator(nn.Module):
             aae_checkpoint: overrides the AAE checkpoint the stage recorded.
             kwargs: ``threshold``, ``max_people``, ``refine``.
         """
+        from lightning_mp3d.checkpoint_io import read_checkpoint, require_finite
         from lightning_mp3d.models.aae import load_pose_decoder
         from lightning_mp3d.models.teacher import load_teacher
 
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"stage checkpoint {str(path)!r} does not exist")
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        info = ckpt.get(STAGE_KEY) if isinstance(ckpt, dict) else None
+        ckpt = read_checkpoint(path, "stage checkpoint")
+        info = ckpt.get(STAGE_KEY)
         if not info:
             raise ValueError(f"{str(path)!r} is not a distill/phase1/phase2 checkpoint (no '{STAGE_KEY}' entry)")
+        require_finite(ckpt["state_dict"], path)
         hp = ckpt.get("hyper_parameters", {})
-        teacher = load_teacher(str(teacher_checkpoint or _resolve(info["teacher_checkpoint"], path))).freeze()
-        psi = load_pose_decoder(str(aae_checkpoint or _resolve(info["aae_checkpoint"], path)))
+        frozen = {}
+        for key, given in (("teacher_checkpoint", teacher_checkpoint), ("aae_checkpoint", aae_checkpoint)):
+            frozen[key] = Path(given) if given else _resolve(info[key], path)
+            if not frozen[key].is_file():
+                raise FileNotFoundError(
+                    f"{str(path)!r} was trained with the {key.split('_')[0]} checkpoint {info[key]!r}, found neither "
+                    f"from here nor beside the stage's run folder; pass its location ({key}=..., mp3d-predict "
+                    f"--{key.replace('_', '-')})"
+                    if not given
+                    else f"{key} {str(given)!r} does not exist"
+                )
+        teacher = load_teacher(str(frozen["teacher_checkpoint"])).freeze()
+        psi = load_pose_decoder(str(frozen["aae_checkpoint"]))
         head = SceneHead(teacher.v_channels, width=hp.get("h_width", 256), fc_channels=hp.get("h_fc_channels", 128))
         state = {k[2:]: v for k, v in ckpt["state_dict"].items() if k.startswith("h.")}
-        head.load_state_dict(state)
+        try:
+            head.load_state_dict(state)
+        except RuntimeError as e:
+            raise ValueError(
+                f"{str(path)!r}: H's weights do not fit the head rebuilt from its hyper-parameters (h_width="
+                f"{hp.get('h_width')}, h_fc_channels={hp.get('h_fc_channels')}) and the teacher's C_v="
+                f"{teacher.v_channels} (another teacher than the one it was trained with?): {str(e).splitlines()[0]}"
+            ) from e
         decoder = SceneDecoder(psi, depth_scale_mm=hp.get("depth_scale_mm", 5000.0))
         kwargs.setdefault("threshold", hp.get("root_threshold", 0.3))
         kwargs.setdefault("max_people", hp.get("max_people", 8))

@@ -7,24 +7,36 @@ writes ``results/`` (Markdown + JSON + PNG).
 All relative paths in the stage configs (``runs/<stage>/...``) resolve under ``--workdir`` (default: the current
 folder).
 
-Skipping and resuming: when a stage finishes, the pipeline writes ``runs/<stage>/pipeline_stamp.json`` with a
-fingerprint of everything that determines it: the text of its config files, the command-line overrides and the
-fingerprints of the stages it chains from. On a re-run a stage is skipped when ``checkpoints/last.ckpt`` exists and
-the stamp's fingerprint equals the new one; a stage with ``last.ckpt`` but no stamp was killed midway and resumes with
-``--ckpt_path last.ckpt``; a stage whose fingerprint changed is retrained after its old folder is renamed (nothing a
-user produced is deleted).
+Skipping and resuming: each stage's ``runs/<stage>/pipeline_stamp.json`` holds a fingerprint of everything that
+determines it (the text of its config files, the command-line overrides and the fingerprints of the stages it chains
+from) and its status: "running" from the moment it starts, "done" when it finished, then with the SHA-256 of the
+``checkpoints/last.ckpt`` it vouches for. On a re-run a stage is skipped when it is done, its fingerprint equals the
+new one and ``last.ckpt`` is still that file; an interrupted stage (status "running", same fingerprint) resumes with
+``--ckpt_path last.ckpt`` (the stages refresh ``last.ckpt`` while training and on SIGTERM); any other stage is retrained
+after its old folder is renamed (nothing a user produced is deleted), and the pipeline says why.
+
+Processes: one pipeline per workdir (an exclusive lock on ``<workdir>/.mp3d-pipeline.lock``, held by the pipeline and
+its stage process; a second pipeline stops with an error naming the holder's PID). Each stage runs in its own process
+group; when the pipeline is interrupted (Ctrl+C, SIGTERM) it sends the stage SIGTERM, so the stage saves ``last.ckpt``
+and exits, and on Linux the stage gets the same SIGTERM if the pipeline itself is killed.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
+import fcntl
+import functools
 import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,27 +95,87 @@ def stage_configs(name: str, preset: str) -> list[Path]:
     return configs
 
 
-def read_stamp(run: StageRun) -> str | None:
+LOCK_NAME = ".mp3d-pipeline.lock"
+STOP_GRACE_S = 120.0  # how long a stopped stage may take to save last.ckpt before it is killed
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_stamp(run: StageRun) -> dict:
+    """The stage's stamp record ({} when absent or unreadable)."""
     try:
-        return json.loads(run.stamp_path.read_text())["fingerprint"]
-    except (FileNotFoundError, KeyError, json.JSONDecodeError):
-        return None
+        record = json.loads(run.stamp_path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return record if isinstance(record, dict) else {}
 
 
-def write_stamp(run: StageRun, fingerprint: str, seconds: float) -> None:
-    record = {"stage": run.name, "fingerprint": fingerprint, "seconds": round(seconds, 1)}
+def write_stamp(run: StageRun, fingerprint: str, status: str, seconds: float | None = None) -> None:
+    """Stamp the stage "running" (before it starts) or "done" (with the checkpoint it vouches for and its hash)."""
+    record: dict = {"stage": run.name, "fingerprint": fingerprint, "status": status, "pid": os.getpid()}
+    if status == "done":
+        record.update(
+            checkpoint=str(run.last_ckpt.relative_to(run.folder)),
+            sha256=file_sha256(run.last_ckpt),
+            seconds=round(seconds or 0.0, 1),
+        )
     write_text_atomic(run.stamp_path, json.dumps(record, indent=2))
 
 
-def plan_action(run: StageRun, fingerprint: str) -> str:
-    """'skip', 'resume' or 'train' for a stage, from its checkpoint and stamp."""
-    if run.last_ckpt.is_file():
-        stamp = read_stamp(run)
-        if stamp == fingerprint:
-            return "skip"
-        if stamp is None:
-            return "resume"
-    return "train"
+def plan_action(run: StageRun, fingerprint: str) -> tuple[str, str]:
+    """('skip' | 'resume' | 'train', why) for a stage, from its checkpoint and stamp."""
+    stamp = read_stamp(run)
+    same = stamp.get("fingerprint") == fingerprint
+    has_ckpt = run.last_ckpt.is_file()
+    if stamp.get("status") == "done" and same and has_ckpt:
+        if stamp.get("sha256") == file_sha256(run.last_ckpt):
+            return "skip", f"checkpoint matches the config (fingerprint {fingerprint}); skipped"
+        return "train", f"{run.last_ckpt.name} is not the checkpoint its stamp vouches for (rewritten since)"
+    if stamp.get("status") == "running" and same:
+        if has_ckpt:
+            written = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.last_ckpt.stat().st_mtime))
+            return "resume", f"an interrupted run left {run.last_ckpt.name} (written {written}); resuming from it"
+        return "train", "an interrupted run stopped before its first checkpoint"
+    if not run.folder.exists():
+        return "train", "first run"
+    if not stamp:
+        return "train", "its folder holds no pipeline stamp (not a run of this pipeline, or from an older version)"
+    return "train", "its config or an upstream stage changed"
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: Path) -> Iterator[int]:
+    """Hold the exclusive lock of ``workdir``; yields the lock file's descriptor (stage processes inherit it)."""
+    path = workdir / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise SystemExit(
+                f"another mp3d-pipeline (PID {holder}) or a stage it started is running in {workdir} "
+                f"(lock {path}); wait for it to finish or stop it (kill {holder}) before starting another"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield fd
+    finally:
+        os.close(fd)  # releases the lock once the stage processes holding a copy have exited too
+
+
+def _stage_preexec(parent: int) -> None:
+    """In the stage process: own process group, and SIGTERM when the pipeline dies (Linux), even by SIGKILL."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the pipeline died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def lightning_command() -> list[str]:
@@ -111,25 +183,54 @@ def lightning_command() -> list[str]:
     return [sys.executable, "-m", "lightning_mp3d"]
 
 
-def run_stage(run: StageRun, action: str, env: dict[str, str]) -> None:
+def run_stage(run: StageRun, action: str, env: dict[str, str], lock_fd: int | None = None) -> None:
     cmd = [*lightning_command(), "fit"]
     for path in run.configs:
         cmd += ["--config", str(path)]
     cmd += run.overrides
     if action == "resume":
         cmd += ["--ckpt_path", str(run.last_ckpt.relative_to(run.workdir))]
-    elif run.folder.exists():
-        aside = run.folder.with_name(f"{run.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
-        print(f"[pipeline] {run.name}: its config changed; moving the old run to {aside}", flush=True)
-        shutil.move(str(run.folder), aside)
-    print(f"[pipeline] {run.name}: {action}: {' '.join(cmd)}", flush=True)
-    subprocess.run(cmd, check=True, env=env, cwd=run.workdir)
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        cwd=run.workdir,
+        start_new_session=True,
+        preexec_fn=functools.partial(_stage_preexec, os.getpid()),
+        pass_fds=() if lock_fd is None else (lock_fd,),
+    )
+    print(f"[pipeline] {run.name}: {action} (pid {proc.pid}): {' '.join(cmd)}", flush=True)
+    try:
+        code = proc.wait()
+    finally:
+        stop_stage(proc)
+    if code != 0:
+        raise subprocess.CalledProcessError(code, cmd)
     if not run.last_ckpt.is_file():
         raise RuntimeError(f"stage {run.name} finished without writing {run.last_ckpt}")
 
 
+def stop_stage(proc: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
+    """SIGTERM the stage's process group (it saves last.ckpt and exits), then SIGKILL what is left after grace_s."""
+    if proc.poll() is not None:
+        return
+    print(f"[pipeline] stopping the stage (pid {proc.pid}); it saves last.ckpt to resume from", flush=True)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def run_chain(
-    workdir: Path, preset: str, stages: tuple[str, ...], extra: dict[str, list[str]], env: dict[str, str]
+    workdir: Path,
+    preset: str,
+    stages: tuple[str, ...],
+    extra: dict[str, list[str]],
+    env: dict[str, str],
+    lock_fd: int | None = None,
 ) -> dict[str, str]:
     """Run (or skip/resume) each stage in order inside ``workdir``; returns each stage's fingerprint."""
     fingerprints: dict[str, str] = {}
@@ -139,23 +240,33 @@ def run_chain(
         fingerprints[name] = fingerprint
         if name not in stages:
             continue
-        execute(run, fingerprint, env)
+        execute(run, fingerprint, env, lock_fd)
     return fingerprints
 
 
-def execute(run: StageRun, fingerprint: str, env: dict[str, str]) -> None:
-    """Skip, resume or train one stage, then stamp it."""
-    action = plan_action(run, fingerprint)
+def execute(run: StageRun, fingerprint: str, env: dict[str, str], lock_fd: int | None = None) -> None:
+    """Skip, resume or train one stage; stamp it "running" before and "done" after."""
+    action, why = plan_action(run, fingerprint)
+    print(f"[pipeline] {run.name}: {why}", flush=True)
     if action == "skip":
-        print(f"[pipeline] {run.name}: checkpoint matches the config (fingerprint {fingerprint}); skipped", flush=True)
         return
     start = time.time()
-    run_stage(run, action, env)
-    write_stamp(run, fingerprint, time.time() - start)
+    if action == "train" and run.folder.exists():
+        aside = run.folder.with_name(f"{run.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+        print(f"[pipeline] {run.name}: moving the old run to {aside}", flush=True)
+        shutil.move(str(run.folder), aside)
+    write_stamp(run, fingerprint, "running")
+    run_stage(run, action, env, lock_fd)
+    write_stamp(run, fingerprint, "done", time.time() - start)
 
 
 def run_ablation(
-    workdir: Path, preset: str, fingerprints: dict[str, str], extra: dict[str, list[str]], env: dict[str, str]
+    workdir: Path,
+    preset: str,
+    fingerprints: dict[str, str],
+    extra: dict[str, list[str]],
+    env: dict[str, str],
+    lock_fd: int | None = None,
 ) -> Path:
     """Phase 1 without L_adapt (Table 2's "+ L_recon" row) in ``<workdir>/ablation/recon_only``.
 
@@ -170,8 +281,12 @@ def run_ablation(
             link.symlink_to(workdir / "runs" / upstream, target_is_directory=True)
     overrides = [*extra["phase1"], "--model.init_args.use_adapt=false", "--trainer.logger.init_args.name=phase1_recon"]
     run = StageRun("phase1", stage_configs("phase1", preset), overrides, root)
-    execute(run, run.fingerprint(fingerprints), env)
+    execute(run, run.fingerprint(fingerprints), env, lock_fd)
     return run.last_ckpt
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -235,12 +350,28 @@ def main(argv: list[str] | None = None) -> int:
     env["WANDB_MODE"] = args.wandb or env.get("WANDB_MODE", "offline")
     env.setdefault("WANDB_RUN_GROUP", f"chain-{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
     start = time.time()
-    fingerprints = run_chain(workdir, args.preset, stages, extra, env)
-    extra_rows = {}
-    if args.ablation:
-        extra_rows["phase1_recon"] = run_ablation(workdir, args.preset, fingerprints, extra, env)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM: stop the stage cleanly, as Ctrl+C does
+    try:
+        with workdir_lock(workdir) as lock_fd:
+            fingerprints = run_chain(workdir, args.preset, stages, extra, env, lock_fd)
+            extra_rows = {}
+            if args.ablation:
+                extra_rows["phase1_recon"] = run_ablation(workdir, args.preset, fingerprints, extra, env, lock_fd)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(f"[pipeline] stages done in {time.time() - start:.0f} s", flush=True)
-    if not args.skip_eval:
+    evaluable = [
+        s
+        for s in ("teacher", "distill", "phase1", "phase2")
+        if (workdir / "runs" / s / "checkpoints" / "last.ckpt").is_file()
+    ]
+    if not args.skip_eval and not evaluable:
+        print(
+            "[pipeline] evaluation skipped: the results table needs the teacher or a student stage "
+            "(distill, phase1, phase2) and none is trained yet",
+            flush=True,
+        )
+    elif not args.skip_eval:
         from lightning_mp3d.report import evaluate_chain
 
         evaluate_chain(

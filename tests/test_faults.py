@@ -1,0 +1,248 @@
+"""Faults a real run meets: a stage killed mid-run (SIGKILL), a pipeline killed or stopped while its stage trains, two
+pipelines on one workdir, a checkpoint rewritten behind a stamp's back, and a run that diverges to NaN.
+
+Process-level faults run the real ``mp3d-pipeline`` and ``lightning fit`` as subprocesses on a very small AAE stage.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from lightning_mp3d import pipeline
+from lightning_mp3d.callbacks.finite import NonFiniteError
+from lightning_mp3d.cli import cli_main
+from tests.test_pipeline import fake_fit, run  # noqa: F401 - fake_fit is a fixture
+from tests.test_stages_fixtures import make_frozen_checkpoints, run_stage
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL_AAE = """
+trainer:
+  max_steps: {max_steps}
+  logger: false
+  enable_progress_bar: false
+  enable_model_summary: false
+  callbacks:
+    - class_path: lightning_mp3d.callbacks.finite.FiniteGuard
+    - class_path: lightning_mp3d.callbacks.checkpoint.LastCheckpoint
+      init_args:
+        dirpath: runs/aae/checkpoints
+        every_n_train_steps: {every}
+        every_minutes: 0
+model:
+  init_args:
+    encoder_width: 32
+    decoder_width: 32
+    disc_width: 32
+    num_figure_poses: 0
+data:
+  init_args:
+    batch_size: 8
+    batches_per_epoch: 40
+    val_size: 64
+    val_batch_size: 64
+"""
+
+
+def small_aae(tmp_path: Path, max_steps: int, every: int) -> str:
+    """An ``--extra`` argument that shrinks the pipeline's AAE stage (3 optimizer steps per batch)."""
+    path = tmp_path / f"small_aae_{max_steps}_{every}.yaml"
+    path.write_text(SMALL_AAE.format(max_steps=max_steps, every=every))
+    return f"--extra=aae:--config={path}"
+
+
+def pipeline_cmd(work: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "lightning_mp3d.pipeline", "--workdir", str(work), "--stages", "aae", "--skip-eval",
+            "--wandb", "disabled", *extra]  # fmt: skip
+
+
+def start_pipeline(work: Path, *extra: str) -> tuple[subprocess.Popen, int]:
+    """Start the pipeline; return it and the PID of its stage process (read from its '(pid N)' line)."""
+    proc = subprocess.Popen(
+        pipeline_cmd(work, *extra), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    for line in proc.stdout:
+        found = re.search(r"aae: (?:train|resume) \(pid (\d+)\)", line)
+        if found:
+            return proc, int(found.group(1))
+    raise AssertionError(f"the pipeline started no stage (exit {proc.wait()})")
+
+
+def wait_for(path: Path, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.is_file():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def ckpt_step(path: Path) -> int:
+    return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+# ------------------------------------------------------------------------------------------- item 1: kill / resume
+def test_a_stage_killed_by_sigkill_resumes_from_its_periodic_checkpoint_and_ends_with_the_uninterrupted_weights(
+    tmp_path, monkeypatch
+):
+    total, every = 3 * 120, 3 * 10  # 120 batches, last.ckpt every 10
+    shrink = small_aae(tmp_path, total, every)
+    whole = tmp_path / "whole"  # the reference: the same stage, uninterrupted (in-process: one start-up less)
+    whole.mkdir()
+    monkeypatch.chdir(whole)
+    cli_main(["fit", *(f"--config={c}" for c in pipeline.stage_configs("aae", "tiny")), shrink.split(":", 1)[1]])
+
+    work = tmp_path / "killed"
+    proc, stage_pid = start_pipeline(work, shrink)
+    last = work / "runs" / "aae" / "checkpoints" / "last.ckpt"
+    wait_for(last)
+    os.kill(stage_pid, signal.SIGKILL)
+    out = proc.communicate(timeout=60)[0]
+    assert proc.returncode != 0, out
+    killed_at = ckpt_step(last)
+    assert 0 < killed_at < total and killed_at % every == 0  # a periodic save, not the final one
+
+    again = subprocess.run(pipeline_cmd(work, shrink), cwd=ROOT, capture_output=True, text=True)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "an interrupted run left last.ckpt" in again.stdout and "resuming from it" in again.stdout
+    assert "--ckpt_path runs/aae/checkpoints/last.ckpt" in again.stdout
+    assert "config" not in again.stdout.split("resuming from it")[0].splitlines()[-1]  # not the "config changed" reason
+    assert ckpt_step(last) == total
+    expected = weights(whole / "runs" / "aae" / "checkpoints" / "last.ckpt")
+    got = weights(last)
+    assert got.keys() == expected.keys()
+    for key, value in expected.items():
+        torch.testing.assert_close(got[key], value, rtol=0, atol=0, msg=key)
+    stamp = json.loads((work / "runs" / "aae" / "pipeline_stamp.json").read_text())
+    assert stamp["status"] == "done" and stamp["sha256"] == pipeline.file_sha256(last)
+
+
+# ------------------------------------------------------------------------------------------- item 2: orphans, lock
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["pipeline_sigkill", "pipeline_sigterm"])
+def test_a_dead_or_stopped_pipeline_takes_its_stage_down_which_saves_last_ckpt_first(tmp_path, sig):
+    work = tmp_path / "work"
+    proc, stage_pid = start_pipeline(work, small_aae(tmp_path, 3 * 100_000, 3 * 20))
+    last = work / "runs" / "aae" / "checkpoints" / "last.ckpt"
+    wait_for(last)  # training is under way
+    proc.send_signal(sig)
+    out = proc.communicate(timeout=120)[0]  # EOF: the stage (which shares the pipe) has exited too
+    deadline = time.monotonic() + 30
+    while alive(stage_pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(stage_pid), "the stage outlived its pipeline"
+    saved = re.search(r"Stopped at step (\d+): saved .*last\.ckpt", out)
+    assert saved, out[-3000:]
+    assert ckpt_step(last) == int(saved.group(1)) < 3 * 100_000
+    stamp = json.loads((work / "runs" / "aae" / "pipeline_stamp.json").read_text())
+    assert stamp["status"] == "running"
+    assert pipeline.plan_action(pipeline.StageRun("aae", [], workdir=work), stamp["fingerprint"])[0] == "resume"
+
+
+def test_a_second_pipeline_on_the_same_workdir_is_refused_naming_the_holder(tmp_path):
+    with pipeline.workdir_lock(tmp_path) as _:
+        with pytest.raises(SystemExit, match=rf"another mp3d-pipeline \(PID {os.getpid()}\)"):
+            pipeline.main(["--workdir", str(tmp_path), "--stages", "aae", "--skip-eval", "--wandb", "disabled"])
+    with pipeline.workdir_lock(tmp_path):  # released when the holder is done
+        pass
+
+
+def test_a_stamp_does_not_vouch_for_a_checkpoint_rewritten_after_it(fake_fit):  # noqa: F811
+    run(fake_fit.work, "--stages=aae")
+    fake_fit()
+    ckpt = fake_fit.work / "runs" / "aae" / "checkpoints" / "last.ckpt"
+    ckpt.write_text("weights of some other run")  # an orphan or a manual re-run wrote into the folder
+    run(fake_fit.work, "--stages=aae")
+    assert [c["stage"] for c in fake_fit()] == ["aae"]  # retrained, not skipped
+    assert any(".old-" in p.name for p in (fake_fit.work / "runs").iterdir())
+
+
+def test_the_pipeline_says_why_it_retrains_a_stage_killed_before_its_first_checkpoint(fake_fit, capsys):  # noqa: F811
+    fake_fit.install(fail_stage="aae")
+    with pytest.raises(subprocess.CalledProcessError):
+        run(fake_fit.work, "--stages=aae")
+    fake_fit.install()
+    run(fake_fit.work, "--stages=aae")
+    assert "aae: an interrupted run stopped before its first checkpoint" in capsys.readouterr().out
+
+
+def test_evaluation_with_nothing_to_evaluate_is_skipped_with_a_message(fake_fit, capsys):  # noqa: F811
+    assert pipeline.main(["--workdir", str(fake_fit.work), "--stages", "aae", "--wandb", "disabled"]) == 0
+    assert "evaluation skipped" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------------- item 3: last-v1.ckpt
+def test_rerunning_a_stage_by_hand_overwrites_last_ckpt_instead_of_writing_last_v1(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "small.yaml"
+    config.write_text(SMALL_AAE.format(max_steps=3 * 4, every=3 * 2))
+    args = ["fit", f"--config={ROOT / 'configs/stage_aae.yaml'}", f"--config={config}"]
+    cli_main(args)
+    second = cli_main([*args, "--trainer.max_steps=18"])
+    folder = tmp_path / "runs" / "aae" / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["last.ckpt"]
+    assert ckpt_step(folder / "last.ckpt") == second.trainer.global_step == 18
+
+
+# ------------------------------------------------------------------------------------------- item 4: NaN
+def test_a_diverging_aae_stops_naming_stage_step_and_loss_and_writes_no_nan_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "small.yaml"
+    config.write_text(SMALL_AAE.format(max_steps=3 * 40, every=3))
+    args = ["fit", f"--config={ROOT / 'configs/stage_aae.yaml'}", f"--config={config}", "--model.init_args.lr=1e12"]
+    with pytest.raises(
+        NonFiniteError, match=r"stage 'AAEPretraining': non-finite value at step \d+ .*(train/loss_\w+=|weight )"
+    ):
+        cli_main(args)
+    for ckpt in (tmp_path / "runs" / "aae" / "checkpoints").glob("*.ckpt"):
+        state = weights(ckpt)
+        assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point()), ckpt
+
+
+def test_a_diverging_student_stage_stops_before_the_update_and_validation_never_logs_nan_as_zero(tmp_path):
+    teacher, aae = make_frozen_checkpoints(tmp_path / "frozen")
+    with pytest.raises(NonFiniteError, match=r"stage 'distill': non-finite (loss|value)"):
+        run_stage("distill", tmp_path, teacher, aae, "--model.init_args.lr=1e30", "--trainer.max_steps=40")
+    for ckpt in (tmp_path / "distill" / "checkpoints").glob("*.ckpt"):
+        assert all(torch.isfinite(v).all() for v in weights(ckpt).values() if v.is_floating_point()), ckpt
+
+    # a student that finds nobody (threshold 1) has no MPJPE: NaN, not a perfect 0
+    cli = run_stage("distill", tmp_path / "quiet", teacher, aae, "--model.init_args.root_threshold=1.0",
+                    "--trainer.max_steps=1")  # fmt: skip
+    metrics = cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)[0]
+    assert math.isnan(metrics["val/mpjpe"])  # (PCK over all ground truths is a true 0: every person missed)
+
+
+def test_inference_refuses_a_checkpoint_with_non_finite_weights(tmp_path):
+    from lightning_mp3d.inference import PoseEstimator
+
+    teacher, aae = make_frozen_checkpoints(tmp_path / "frozen")
+    run_stage("distill", tmp_path, teacher, aae, "--trainer.max_steps=1")
+    good = tmp_path / "distill" / "checkpoints" / "last.ckpt"
+    PoseEstimator.from_stage_checkpoint(good)
+    ckpt = torch.load(good, map_location="cpu", weights_only=True)
+    name = next(k for k in ckpt["state_dict"] if k.startswith("h."))
+    ckpt["state_dict"][name] = torch.full_like(ckpt["state_dict"][name], float("nan"))
+    bad = tmp_path / "nan.ckpt"
+    torch.save(ckpt, bad)
+    with pytest.raises(ValueError, match=rf"nan.ckpt.*non-finite.*{re.escape(name)}"):
+        PoseEstimator.from_stage_checkpoint(bad)

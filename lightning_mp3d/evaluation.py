@@ -227,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
 
         mp3d-evaluate --checkpoint runs/phase2/checkpoints/last.ckpt --dataset mupots --root MultiPersonTestSet
         mp3d-evaluate --checkpoint runs/phase2/checkpoints/last.ckpt --dataset h36m --root h36m_eval.npz
+        mp3d-evaluate --checkpoint runs/phase2/checkpoints/last.ckpt --dataset 3dpw --root 3DPW
         mp3d-evaluate --checkpoint runs/phase2/checkpoints/last.ckpt --dataset embedded
     """
     import argparse
@@ -238,8 +239,9 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="mp3d-evaluate", description=main.__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="distill/phase1/phase2 checkpoint")
-    parser.add_argument("--dataset", choices=("mupots", "h36m", "embedded"), required=True)
-    parser.add_argument("--root", help="MuPoTS-3D folder with TS1..TS20, or the Human3.6M .npz")
+    parser.add_argument("--dataset", choices=("mupots", "h36m", "3dpw", "embedded"), required=True)
+    parser.add_argument("--root", help="MuPoTS-3D folder with TS1..TS20, the Human3.6M .npz, or the 3DPW folder")
+    parser.add_argument("--split", default="test", help="3DPW split (test: the paper's All-Test-mode)")
     parser.add_argument("--intrinsics", help="MuPoTS-3D per-sequence intrinsics JSON (default: fitted)")
     parser.add_argument("--num-images", type=int, default=256, help="embedded: size of the target test set")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -273,6 +275,14 @@ def main(argv: list[str] | None = None) -> int:
             matching="index",
         )
         title = "Human3.6M (S9, S11)"
+    elif args.dataset == "3dpw":
+        from lightning_mp3d.datamodules.threedpw import ThreeDPWDataset
+
+        dataset = ThreeDPWDataset(args.root, split=args.split)
+        names = dataset.sequence_names
+        loader = DataLoader(dataset, batch_size=args.batch_size)
+        result = evaluate(predictor, loader, num_sequences=len(names), sequence_names=names)
+        title = f"3DPW ({args.split})"
     else:
         from lightning_mp3d.report import target_test_set
 

@@ -133,3 +133,20 @@ def test_predict_with_intrinsics_puts_each_root_on_its_original_pixel_through_th
             s_in = 1.0 / float(transforms[i, 0])
             expected_z = float(poses[i, k, 0, 2]) * s_in * math.sqrt(camera.fx * camera.fy) / 224.0
             assert root[2].item() == pytest.approx(expected_z, abs=0.1)
+
+
+def test_from_real_camera_inverts_to_real_camera():
+    from lightning_mp3d.geometry.camera import from_real_camera
+
+    gen = torch.Generator().manual_seed(1)
+    virtual = Intrinsics.for_image(224)
+    real = torch.randn(2, 3, 15, 3, generator=gen, dtype=torch.float64) * 300 + torch.tensor([200.0, 100.0, 4500.0])
+    mapping = torch.tensor([[224 / 2048, 0.0, 0.0], [224 / 1920, 0.0, 49.0]], dtype=torch.float64)
+    intrinsics = torch.tensor([[1497.0, 1521.0, 1100.0, 960.0], [1405.0, 1390.0, 900.0, 560.0]], dtype=torch.float64)
+    seen_by_model = from_real_camera(real, mapping, intrinsics, virtual)
+    torch.testing.assert_close(to_real_camera(seen_by_model, mapping, intrinsics, virtual), real)
+    gt = {"gt_poses": real, "mapping": mapping, "intrinsics": intrinsics}
+    fx, fy, cx, cy = intrinsics[:, None, None].unbind(-1)
+    pixels = torch.stack((fx * real[..., 0] / real[..., 2] + cx, fy * real[..., 1] / real[..., 2] + cy), -1)
+    gt["gt_2d_input"] = pixels * mapping[:, None, None, :1] + mapping[:, None, None, 1:]
+    torch.testing.assert_close(seen_by_model, as_the_model_sees_it(gt))  # the oracle's independent construction

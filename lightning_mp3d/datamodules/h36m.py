@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytorch_lightning as pl
 import numpy as np
+import pytorch_lightning as pl
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset

@@ -141,3 +141,37 @@ def to_real_camera(
     z = root_v[..., 2].clamp(min=MIN_DEPTH_MM) * s[..., 0] * torch.sqrt(fx * fy) / virtual.focal
     root_r = torch.stack(((u[..., 0] - cx) * z / fx, (u[..., 1] - cy) * z / fy, z), -1)  # (..., P, 3)
     return poses - root_v.unsqueeze(-2) + root_r.unsqueeze(-2)
+
+
+def from_real_camera(
+    poses: torch.Tensor, mapping: torch.Tensor, intrinsics: torch.Tensor, virtual: Intrinsics, root: int = 0
+) -> torch.Tensor:
+    """Inverse of :func:`to_real_camera`: real-camera poses -> the model's input camera (e.g. training GT).
+
+    The root's real pixel ``(fx X/Z + cx, fy Y/Z + cy)`` goes to the input (``s * u + o``) and is back-projected
+    through ``virtual`` at depth ``Z * virtual.focal / (s * sqrt(fx * fy))``; the root-relative pose is kept.
+
+    Args:
+        poses: (..., P, J, 3) millimetres in the real camera.
+        mapping: (..., 3) ``(s, o_x, o_y)`` with ``input_px = s * original_px + o``.
+        intrinsics: (..., 4) ``(fx, fy, cx, cy)`` of the original image, pixels.
+        virtual: the model's input camera.
+        root: root joint index.
+
+    Returns:
+        (..., P, J, 3) millimetres in the virtual camera.
+    """
+    if poses.shape[-1] != 3 or mapping.shape[-1] != 3 or intrinsics.shape[-1] != 4:
+        raise ValueError(
+            f"poses must be (..., P, J, 3), mapping (..., 3), intrinsics (..., 4); "
+            f"got {tuple(poses.shape)}, {tuple(mapping.shape)}, {tuple(intrinsics.shape)}"
+        )
+    root_r = poses[..., root, :]  # (..., P, 3)
+    fx, fy, cx, cy = (intrinsics[..., None, i] for i in range(4))  # each (..., 1)
+    z_r = root_r[..., 2].clamp(min=MIN_DEPTH_MM)
+    u = torch.stack((fx * root_r[..., 0] / z_r + cx, fy * root_r[..., 1] / z_r + cy), -1)  # (..., P, 2)
+    s, offset = mapping[..., None, 0:1], mapping[..., None, 1:3]
+    u_in = u * s + offset
+    z = z_r * virtual.focal / (s[..., 0] * torch.sqrt(fx * fy))
+    root_v = root_position(u_in, z, virtual)  # (..., P, 3)
+    return poses - root_r.unsqueeze(-2) + root_v.unsqueeze(-2)

@@ -1,27 +1,54 @@
-"""Atomic file output: write beside the target, then ``os.replace``, so a killed run leaves no half-written file."""
+"""Atomic file output: write a uniquely named temporary file beside the target, then ``os.replace``, so a killed run
+leaves no half-written file and two writers of the same target never share a temporary file (the last complete one
+wins)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` (parents created) atomically."""
+def unique_temporary(path: str | Path) -> Path:
+    """Create (empty, exclusively) and return a new temporary file beside ``path``: ``.<name>.<pid>.<random>.tmp``."""
+    path = Path(path)
+    while True:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a unique temporary path beside ``path`` (parents created); on success it replaces ``path``, on an
+    exception it is removed and ``path`` is left as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    tmp = unique_temporary(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` (parents created) atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
 
 
 def save_figure_atomic(fig: Any, path: str | Path, dpi: int = 100, **kwargs: Any) -> Path:
     """``fig.savefig`` to ``path`` (parents created) atomically; the format comes from the path's suffix."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    fig.savefig(tmp, dpi=dpi, **kwargs)
-    os.replace(tmp, path)
+    kwargs.setdefault("format", path.suffix.lstrip(".") or None)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, **kwargs)
     return path

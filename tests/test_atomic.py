@@ -20,3 +20,39 @@ def test_save_figure_atomic_writes_a_png(tmp_path):
     plt.close(fig)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in path.parent.iterdir()) == ["plot.png"]
+
+
+def test_concurrent_writers_of_one_target_never_share_a_temporary_file(tmp_path):
+    import threading
+
+    target = tmp_path / "out" / "record.json"
+    texts = [str(i) * 200_000 for i in range(8)]
+    errors: list[BaseException] = []
+
+    def write(text: str) -> None:
+        try:
+            for _ in range(5):
+                write_text_atomic(target, text)
+        except BaseException as e:  # noqa: BLE001 - collected for the assertion
+            errors.append(e)
+
+    threads = [threading.Thread(target=write, args=(t,)) for t in texts]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert target.read_text() in texts  # one writer's complete text, never a mix
+    assert sorted(p.name for p in target.parent.iterdir()) == ["record.json"]
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    import pytest
+
+    from lightning_mp3d.atomic import atomic_path
+
+    target = write_text_atomic(tmp_path / "a.txt", "old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]

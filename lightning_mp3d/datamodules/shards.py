@@ -2,8 +2,9 @@
 
 Encoding: one webdataset sample per example; every tensor entry ``name`` is stored as ``name.npy`` (NumPy's own
 format: exact dtype, shape and bits), plus ``__key__`` = the example's global index as 9 digits. bfloat16 is not
-representable in .npy and is refused. Writers go through ``<shard>.tar.tmp`` and ``os.replace`` so a shard path
-either holds a complete shard or does not exist. Readers split shards explicitly by (rank, world_size) and then by
+representable in .npy and is refused. Writers go through a unique temporary file beside the shard
+(``atomic.unique_temporary``) and ``os.replace``, so a shard path either holds a complete shard or does not exist,
+and two writers never share a temporary file. Readers split shards explicitly by (rank, world_size) and then by
 dataloader worker, and raise a ValueError naming the shard on a corrupt or truncated file.
 """
 
@@ -18,6 +19,8 @@ import numpy as np
 import torch
 import webdataset as wds
 from tqdm.auto import tqdm
+
+from lightning_mp3d.atomic import unique_temporary
 
 SHARD_PATTERN = "{prefix}-{index:06d}.tar"
 
@@ -83,6 +86,7 @@ def write_tensor_shards(
     paths: list[str] = []
     writer: wds.TarWriter | None = None
     handle = None
+    tmp = None
     in_shard = 0
     index = 0
 
@@ -91,7 +95,7 @@ def write_tensor_shards(
         if writer is not None:
             writer.close()
             handle.close()
-            os.replace(paths[-1] + ".tmp", paths[-1])
+            os.replace(tmp, paths[-1])
             writer, handle = None, None
 
     bar = tqdm(total=total, unit="sample", desc=f"writing {prefix} shards", disable=not progress)
@@ -106,7 +110,8 @@ def write_tensor_shards(
                     paths.append(
                         os.path.join(os.fspath(out_dir), SHARD_PATTERN.format(prefix=prefix, index=len(paths)))
                     )
-                    handle = open(paths[-1] + ".tmp", "wb")  # noqa: SIM115 - closed in close()
+                    tmp = unique_temporary(paths[-1])
+                    handle = open(tmp, "wb")  # noqa: SIM115 - closed in close()
                     writer = wds.TarWriter(handle)
                     in_shard = 0
                 writer.write(encode_sample(f"{index:09d}", {name: t[i] for name, t in batch.items()}))
@@ -121,7 +126,7 @@ def write_tensor_shards(
         if writer is not None:  # an exception left a partial shard: remove it
             writer.close()
             handle.close()
-            os.remove(paths[-1] + ".tmp")
+            os.remove(tmp)
     return paths
 
 

@@ -86,7 +86,7 @@ def evaluate(
     """Run ``predictor`` over ``batches`` and compute every metric.
 
     Args:
-        predictor: images -> (pred_poses, pred_2d in input px, pred_mask).
+        predictor: images -> (pred_poses in the input camera, pred_2d in input px, pred_mask[, confidence]).
         batches: GT batches (see the module docstring).
         num_sequences: per-sequence breakdown size (20 for MuPoTS-3D, the number of actions for Human3.6M).
         sequence_names: names for the tables (default TS1..TSn).

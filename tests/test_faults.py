@@ -246,3 +246,21 @@ def test_inference_refuses_a_checkpoint_with_non_finite_weights(tmp_path):
     torch.save(ckpt, bad)
     with pytest.raises(ValueError, match=rf"nan.ckpt.*non-finite.*{re.escape(name)}"):
         PoseEstimator.from_stage_checkpoint(bad)
+
+
+# ------------------------------------------------------------------------------------------- items 5 and 8: --ckpt_path
+def test_ckpt_path_of_another_stage_or_a_broken_file_is_refused_before_anything_runs(tmp_path, capsys):
+    distill = tmp_path / "distill.ckpt"
+    torch.save({"hyper_parameters": {"_class_path": "lightning_mp3d.systems.distill.DistillationWarmup"}}, distill)
+    phase1 = ["fit", f"--config={ROOT / 'configs/stage_phase1.yaml'}", "--trainer.logger=false"]
+    with pytest.raises(SystemExit):
+        cli_main([*phase1, f"--ckpt_path={distill}"])
+    err = capsys.readouterr().err
+    assert "is a checkpoint of lightning_mp3d.systems.distill.DistillationWarmup" in err
+    assert "trains lightning_mp3d.systems.phase1.Phase1Alignment" in err and "init_from" in err
+
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(distill.read_bytes()[:200])
+    with pytest.raises(SystemExit):
+        cli_main([*phase1, f"--ckpt_path={truncated}"])
+    assert "truncated.ckpt' cannot be read (200 bytes): truncated, corrupt" in capsys.readouterr().err

@@ -2,7 +2,7 @@
 
     mp3d-predict --checkpoint runs/phase2/checkpoints/last.ckpt --input photos/ --out predictions/
 
-Per image: ``<out>/<key>.json`` with each person's camera-centric 3D joints (mm), 2D joints in the ORIGINAL image's
+Per image: ``<out>/<name>.json`` with each person's camera-centric 3D joints (mm), 2D joints in the ORIGINAL image's
 pixels and the root confidence, plus ``<key>.png`` (2D skeletons on the image, 3D skeletons in a plot). Images are
 fitted to 224 px (``--fit crop|pad``); the 3D joints live in the camera of that 224-px input (f = 224 px), which in
 the original image is a camera with focal ``224 * scale`` px and principal point ``112 * scale + offset``: the JSON
@@ -11,6 +11,12 @@ original images, one camera for all inputs) the 3D joints are re-expressed in th
 (``geometry.camera.to_real_camera``, the rule MuPoTS-3D evaluation uses) and ``camera`` records it. Writes are atomic;
 batched, with a progress bar.
 
+Output names: ``<name>`` is the image's path relative to the input folder without its extension (``a.jpg`` and
+``a.png`` in one folder keep their extensions, ``a.jpg.json`` and ``a.png.json``, instead of overwriting one
+another), or a shard sample's key. Every output path stays inside ``--out``: a key that is absolute or holds ``..``
+is refused. An image that cannot be read is reported and skipped; the others are still predicted, and the command
+exits 1 at the end with the list of failures.
+
 ``--export model.pt`` also writes the estimator as TorchScript (traced), whose outputs equal the eager model's.
 """
 
@@ -18,28 +24,67 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
+import sys
 import warnings
+from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
-from lightning_mp3d.atomic import save_figure_atomic, write_text_atomic
+from lightning_mp3d.atomic import atomic_path, save_figure_atomic, write_text_atomic
 from lightning_mp3d.skeleton import JOINTS
 
 
-def iter_inputs(source: str, image_size: int, mode: str) -> Iterator[dict[str, Any]]:
-    """Samples (``image``, ``transform``, ``original_size``, ``key``) of a folder or shard pattern."""
-    from lightning_mp3d.datamodules.images import ImageFolderDataset, ImageShardDataset
+def iter_inputs(source: str, image_size: int, mode: str) -> Iterator[tuple[str, dict[str, Any] | ValueError]]:
+    """``(name, sample)`` per input of a folder or shard pattern, or ``(name, error)`` for one that cannot be read.
+
+    Samples hold ``image``, ``transform``, ``original_size`` and ``key``, the output name (``output_names``).
+    """
+    import webdataset as wds
+
+    from lightning_mp3d.datamodules.images import ImageFolderDataset, decode_shard_sample
+    from lightning_mp3d.datamodules.shards import expand_shards
 
     if Path(source).is_dir():
         dataset = ImageFolderDataset(source, image_size=image_size, mode=mode)
-        yield from (dataset[i] for i in range(len(dataset)))
-    else:
-        yield from ImageShardDataset(source, image_size=image_size, mode=mode)
+        names = output_names([str(path.relative_to(dataset.root)) for path in dataset.files])
+        for i, path in enumerate(dataset.files):
+            try:
+                sample = dataset[i]
+            except ValueError as err:
+                yield str(path), err
+                continue
+            yield str(path), {**sample, "key": names[sample["key"]]}
+        return
+    for url in expand_shards(source):
+        try:
+            for raw in wds.WebDataset([url], shardshuffle=False, empty_check=False):
+                name = f"{url}:{raw.get('__key__')}"
+                try:
+                    yield name, decode_shard_sample(raw, url, image_size, mode)
+                except ValueError as err:
+                    yield name, err
+        except Exception as err:  # noqa: BLE001 - tarfile/IO errors from inside webdataset: the rest of this shard
+            yield url, ValueError(f"corrupt shard {url}: {type(err).__name__}: {err}")
+
+
+def output_names(keys: list[str]) -> dict[str, str]:
+    """Output name of each folder key: without its extension, unless another key has the same stem (then with it)."""
+    stems = {key: str(PurePosixPath(key).with_suffix("")) for key in keys}
+    count = Counter(stems.values())
+    return {key: stem if count[stem] == 1 else key for key, stem in stems.items()}
+
+
+def confined(out: Path, name: str) -> Path:
+    """``out / name`` for a name that comes from data; ValueError if it would land outside ``out``."""
+    rel = PurePosixPath(name.replace("\\", "/"))
+    target = (out / rel).resolve()
+    if rel.is_absolute() or ".." in rel.parts or not rel.parts or not target.is_relative_to(out.resolve()):
+        raise ValueError(f"sample key {name!r} would write outside --out {str(out)!r}; refused")
+    return out / rel
 
 
 def batched(samples: Iterator[dict[str, Any]], batch_size: int) -> Iterator[list[dict[str, Any]]]:
@@ -93,10 +138,8 @@ def export_torchscript(estimator: torch.nn.Module, path: str | Path, image_size:
     with warnings.catch_warnings():  # shape checks on traced tensors are constants of the model, as intended
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         traced = torch.jit.trace(TupleOutput(estimator), example, check_trace=False)
-    path = Path(path)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    traced.save(str(tmp))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        traced.save(str(tmp))
     return traced
 
 
@@ -114,6 +157,10 @@ class TupleOutput(torch.nn.Module):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mp3d-predict", description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="distill/phase1/phase2 checkpoint")
+    parser.add_argument(
+        "--teacher-checkpoint", default=None, help="teacher checkpoint (default: the one the stage recorded)"
+    )
+    parser.add_argument("--aae-checkpoint", default=None, help="AAE checkpoint (default: the one the stage recorded)")
     parser.add_argument("--input", required=True, help="image folder or webdataset shard pattern")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -133,30 +180,52 @@ def main(argv: list[str] | None = None) -> int:
     from lightning_mp3d.visualize import plt, prediction_figure
 
     kwargs = {} if args.threshold is None else {"threshold": args.threshold}
-    estimator = PoseEstimator.from_stage_checkpoint(args.checkpoint, **kwargs)
+    estimator = PoseEstimator.from_stage_checkpoint(
+        args.checkpoint, teacher_checkpoint=args.teacher_checkpoint, aae_checkpoint=args.aae_checkpoint, **kwargs
+    )
     size = estimator.image_size
     if args.export is not None:
         export_torchscript(estimator, args.export, size)
-    count = 0
+    count, failures, seen = 0, [], set()
+
+    def readable() -> Iterator[dict[str, Any]]:
+        """The inputs that can be read and written, each under a name no other input has; the rest to failures."""
+        for name, sample in iter_inputs(args.input, size, args.fit):
+            try:
+                if isinstance(sample, Exception):
+                    raise sample
+                stem = confined(args.out, sample["key"])
+                if stem in seen:
+                    raise ValueError(f"duplicate sample key {sample['key']!r}; its prediction would overwrite another")
+            except ValueError as err:
+                failures.append(f"{name}: {err}")
+                print(f"skipped {failures[-1]}", flush=True)
+                continue
+            seen.add(stem)
+            yield {**sample, "stem": stem}
+
     with torch.no_grad(), tqdm(desc="predict", unit="img") as bar:
-        for batch in batched(iter_inputs(args.input, size, args.fit), args.batch_size):
+        for batch in batched(readable(), args.batch_size):
             images = torch.stack([s["image"] for s in batch])
             prediction = estimator(images)
             if camera is not None:
                 transforms = torch.stack([s["transform"] for s in batch])
                 prediction = prediction._replace(poses=in_real_camera(prediction.poses, transforms, camera, size))
             for i, sample in enumerate(batch):
-                stem = args.out / Path(sample["key"]).with_suffix("")
+                stem = sample["stem"]
                 record = people_json(prediction, i, sample["transform"], size, camera)
-                write_text_atomic(stem.with_suffix(".json"), json.dumps(record, indent=1))
+                write_text_atomic(stem.with_name(stem.name + ".json"), json.dumps(record, indent=1))
                 if not args.no_png:
                     single = type(prediction)(*(f[i : i + 1] for f in prediction))
                     fig = prediction_figure(images[i : i + 1], single)
-                    save_figure_atomic(fig, stem.with_suffix(".png"), dpi=90)
+                    save_figure_atomic(fig, stem.with_name(stem.name + ".png"), dpi=90)
                     plt.close(fig)
             count += len(batch)
             bar.update(len(batch))
     print(f"wrote {count} predictions to {args.out}")
+    if failures:
+        print(f"{len(failures)} input(s) failed:\n  " + "\n  ".join(failures), file=sys.stderr)
+        return 1
     return 0
 
 

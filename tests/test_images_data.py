@@ -77,10 +77,10 @@ def test_fit_image_transform_maps_a_known_pixel_back():
         row, col = divmod(int(fitted.image[0].argmax()), 224)
         back = to_original_pixels(torch.tensor([[col + 0.5, row + 0.5]]), fitted.transform)[0]
         assert (back - torch.tensor([130.5, 60.5])).abs().max() <= fitted.transform[0] + 1e-4, mode
-    # crop: scale 120/224; the 200-wide image resized to 373 px is cropped by (373 - 224) // 2 = 74 resized px
-    # on the left, 74 * 200 / 373 = 39.68 original px (the ideal 40 up to whole resized pixels)
+    # crop: scale 120/224 on both axes; the 200-wide image resized to 373 px is cropped by (373 - 224) // 2 = 74
+    # resized px on the left, 74 * 120 / 224 = 39.64 original px (the ideal 40 up to whole resized pixels)
     crop = fit_image(image, 224, "crop").transform
-    torch.testing.assert_close(crop, torch.tensor([120 / 224, 74 * 200 / 373, 0.0]), atol=2e-3, rtol=0)
+    torch.testing.assert_close(crop, torch.tensor([120 / 224, 74 * 120 / 224, 0.0]), atol=1e-4, rtol=0)
     # pad: scale 200/224, the 120-high image is padded: offset_y = -(224 - 134) / 2 input px in original px
     pad = fit_image(image, 224, "pad").transform
     torch.testing.assert_close(pad[:2], torch.tensor([200 / 224, 0.0]), atol=2e-3, rtol=0)

@@ -20,13 +20,14 @@ pixel coordinates, (u, v)) and ``original_size (2,) = (height, width)``, so pred
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
@@ -61,14 +62,31 @@ class FittedImage(NamedTuple):
     original_size: torch.Tensor
 
 
+MAX_ASPECT_RATIO = 16  # longer side / shorter side that fit_image accepts
+MAX_IMAGE_PIXELS = 89_478_485  # Pillow's decompression-bomb warning limit; larger images are refused
+
+
 def decode_image(data: bytes, name: str) -> torch.Tensor:
-    """JPEG/PNG bytes -> (3, H, W) float RGB in [0, 1]; a ValueError naming ``name`` if unreadable."""
+    """JPEG/PNG bytes -> (3, H, W) float RGB in [0, 1], upright (the EXIF orientation applied); 16-bit grayscale is
+    scaled by its bit depth. A ValueError naming ``name`` if unreadable or over ``MAX_IMAGE_PIXELS``."""
     try:
         with Image.open(io.BytesIO(data)) as im:
-            array = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+            if im.width * im.height > MAX_IMAGE_PIXELS:
+                raise ValueError(
+                    f"{im.width}x{im.height} pixels is over the limit of {MAX_IMAGE_PIXELS} (a decompression bomb?)"
+                )
+            array = _rgb_unit(ImageOps.exif_transpose(im))
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
         raise ValueError(f"cannot read image {name}: {err}") from None
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1)
+
+
+def _rgb_unit(im: Image.Image) -> np.ndarray:
+    """(H, W, 3) float32 in [0, 1]; integer grayscale deeper than 8 bit ("I;16", "I") divided by 65535, not clipped."""
+    if im.mode.startswith("I"):
+        gray = np.asarray(im, dtype=np.float32) / 65535.0  # PNG's deepest grayscale is 16 bit; Pillow reads it as I
+        return np.repeat(gray.clip(0.0, 1.0)[..., None], 3, axis=-1)
+    return np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
 
 
 def encode_image(image: torch.Tensor, image_format: str = "png", quality: int = 95) -> bytes:
@@ -98,21 +116,27 @@ def fit_image(image: torch.Tensor, size: int = 224, mode: str = "crop") -> Fitte
     if mode not in ("crop", "pad"):
         raise ValueError(f"mode must be 'crop' or 'pad', got {mode!r}")
     _, h, w = image.shape
+    if max(h, w) > MAX_ASPECT_RATIO * min(h, w):
+        raise ValueError(f"image {w}x{h}: aspect ratio over {MAX_ASPECT_RATIO}:1 is not supported; crop it first")
     side = min(h, w) if mode == "crop" else max(h, w)
-    scale = side / size  # original pixels per input pixel
-    new_h, new_w = max(1, round(h / scale)), max(1, round(w / scale))
+    scale = side / size  # original pixels per input pixel, the same along both axes
+    # one scale factor for both axes (not two rounded sizes): input px u is exactly original px scale * (u + left)
+    factor = size / side
+    if math.floor(side * factor) < size:  # the fitted side must come out at exactly `size` px, not one short
+        factor = math.nextafter(factor, math.inf)
     resized = torch.nn.functional.interpolate(
-        image[None], size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True
-    )[0]
+        image[None], scale_factor=factor, mode="bilinear", align_corners=False, antialias=True,
+        recompute_scale_factor=False,
+    )[0]  # fmt: skip
+    new_h, new_w = resized.shape[-2:]
     top, left = (new_h - size) // 2, (new_w - size) // 2  # negative when padding
     out = image.new_zeros(3, size, size)
     src_t, src_l = max(top, 0), max(left, 0)
     dst_t, dst_l = max(-top, 0), max(-left, 0)
     ch, cw = min(size - dst_t, new_h - src_t), min(size - dst_l, new_w - src_l)
     out[:, dst_t : dst_t + ch, dst_l : dst_l + cw] = resized[:, src_t : src_t + ch, src_l : src_l + cw]
-    # input px u maps to resized px u + left, i.e. original px (u + left) * (w / new_w)
-    sx, sy = w / new_w, h / new_h
-    transform = torch.tensor([0.5 * (sx + sy), left * sx, top * sy], dtype=torch.float32)
+    # input px u maps to resized px u + left, i.e. original px (u + left) * scale
+    transform = torch.tensor([scale, left * scale, top * scale], dtype=torch.float32)
     return FittedImage(out.clamp(0, 1), transform, torch.tensor([h, w], dtype=torch.float32))
 
 
@@ -218,7 +242,7 @@ class ImageFolderDataset(Dataset):
         return {**fitted._asdict(), "key": str(path.relative_to(self.root))}
 
 
-def _decode_sample(sample: dict[str, Any], url: str, image_size: int, mode: str) -> dict[str, Any]:
+def decode_shard_sample(sample: dict[str, Any], url: str, image_size: int, mode: str) -> dict[str, Any]:
     key = sample["__key__"]
     ext = next((e for e in ("png", "jpg", "jpeg") if e in sample), None)
     if ext is None:
@@ -239,7 +263,7 @@ def iter_shard(url: str, image_size: int = 224, mode: str = "crop") -> Iterator[
         raise ValueError(f"shard {url} does not exist")
     try:
         for sample in wds.WebDataset([url], shardshuffle=False, empty_check=False):
-            yield _decode_sample(sample, url, image_size, mode)
+            yield decode_shard_sample(sample, url, image_size, mode)
     except ValueError:
         raise
     except Exception as err:  # noqa: BLE001 - tarfile/IO errors from inside webdataset

@@ -1,0 +1,116 @@
+"""Inputs a user hands to ``mp3d-predict`` and the image decoder: phone JPEGs with an EXIF rotation, 16-bit grayscale
+PNGs, extreme aspect ratios, oversized images, unreadable files, same-named images, shard keys that try to leave
+``--out``, and a stage checkpoint whose teacher/AAE files moved."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lightning_mp3d.datamodules import images as images_module
+from lightning_mp3d.datamodules.images import decode_image, fit_image
+from lightning_mp3d.inference import PoseEstimator
+from lightning_mp3d.models.student import STAGE_KEY
+from lightning_mp3d.predict import main as predict_main
+from tests.test_inference import distill_checkpoint  # noqa: F401 - a module-scoped fixture
+
+
+def _bytes(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def test_an_exif_rotated_jpeg_is_decoded_upright():
+    pixels = np.zeros((20, 40, 3), np.uint8)  # stored 40 wide, 20 high: left half red, right half blue
+    pixels[:, :20, 0] = 255
+    pixels[:, 20:, 2] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display": the upright photo is 20 wide, 40 high, red on top
+    image = decode_image(_bytes(Image.fromarray(pixels), "JPEG", exif=exif, quality=95), "phone.jpg")
+    assert image.shape == (3, 40, 20)
+    assert image[0, :15].mean() > 0.9 and image[2, :15].mean() < 0.1  # red on top
+    assert image[2, 25:].mean() > 0.9  # blue below
+
+
+def test_a_16_bit_grayscale_png_keeps_its_brightness():
+    gray = np.full((8, 8), 32768, np.uint16)  # half of 16-bit full scale
+    image = decode_image(_bytes(Image.fromarray(gray), "PNG"), "depth16.png")
+    torch.testing.assert_close(image, torch.full((3, 8, 8), 32768 / 65535), atol=1e-4, rtol=0)
+
+
+def test_an_oversized_image_is_a_clear_per_file_error(monkeypatch):
+    monkeypatch.setattr(images_module, "MAX_IMAGE_PIXELS", 100)
+    with pytest.raises(ValueError, match=r"cannot read image big\.png: 20x20 pixels is over the limit of 100"):
+        decode_image(_bytes(Image.new("RGB", (20, 20)), "PNG"), "big.png")
+
+
+def test_fitting_uses_one_scale_for_both_axes_and_refuses_extreme_aspect_ratios():
+    # 310 x 20: the short side scales to 14.45 px; two separately rounded sizes (224, 14) recorded a scale 1.6% off
+    for mode in ("pad", "crop"):
+        fitted = fit_image(torch.rand(3, 20, 310), 224, mode)
+        expected = (310 if mode == "pad" else 20) / 224
+        torch.testing.assert_close(fitted.transform[0], torch.tensor(expected), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match=r"image 1000x30: aspect ratio over 16:1"):
+        fit_image(torch.rand(3, 30, 1000), 224, "pad")
+
+
+def _args(checkpoint, source, out, *extra):
+    return ["--checkpoint", str(checkpoint), "--input", str(source), "--out", str(out), "--no-png", *extra]
+
+
+def test_predict_keeps_same_named_images_apart_and_reports_a_broken_one_after_the_others(
+    distill_checkpoint,  # noqa: F811
+    tmp_path,
+    capsys,
+):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a.jpg", "a.png", "b.png"):
+        Image.fromarray(rng.integers(0, 255, (64, 80, 3), dtype=np.uint8)).save(folder / name)
+    (folder / "broken.png").write_bytes(b"not an image")
+    out = tmp_path / "pred"
+    assert predict_main(_args(distill_checkpoint, folder, out)) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["a.jpg.json", "a.png.json", "b.json"]
+    assert "broken.png: cannot read image" in capsys.readouterr().err
+
+
+def test_predict_confines_shard_keys_to_out(distill_checkpoint, tmp_path, capsys):  # noqa: F811
+    shard = tmp_path / "in.tar"
+    jpeg = _bytes(Image.new("RGB", (64, 64), "gray"), "JPEG")
+    with tarfile.open(shard, "w") as tar:
+        for name in ("good.jpg", "../../escaped.jpg", "/tmp/absolute_escape.jpg"):
+            info = tarfile.TarInfo(name)
+            info.size = len(jpeg)
+            tar.addfile(info, io.BytesIO(jpeg))
+    out = tmp_path / "deep" / "er" / "pred"
+    assert predict_main(_args(distill_checkpoint, shard, out)) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["good.json"]
+    assert not (tmp_path / "deep" / "escaped.json").exists() and not list(tmp_path.glob("**/absolute_escape*"))
+    err = capsys.readouterr().err
+    assert "'../../escaped' would write outside --out" in err and "'/tmp/absolute_escape' would write outside" in err
+
+
+def test_a_moved_stage_checkpoint_names_the_missing_teacher_and_takes_its_new_location(
+    distill_checkpoint,  # noqa: F811
+    tmp_path,
+):
+    ckpt = torch.load(distill_checkpoint, map_location="cpu", weights_only=True)
+    teacher, aae = ckpt[STAGE_KEY]["teacher_checkpoint"], ckpt[STAGE_KEY]["aae_checkpoint"]
+    ckpt[STAGE_KEY] = {**ckpt[STAGE_KEY], "teacher_checkpoint": "gone/teacher.ckpt", "aae_checkpoint": "gone/aae.ckpt"}
+    moved = tmp_path / "moved.ckpt"
+    torch.save(ckpt, moved)
+    with pytest.raises(FileNotFoundError, match=r"teacher checkpoint 'gone/teacher.ckpt'.*--teacher-checkpoint"):
+        PoseEstimator.from_stage_checkpoint(moved)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.new("RGB", (64, 64)).save(folder / "x.png")
+    out = tmp_path / "pred"
+    args = _args(moved, folder, out, "--teacher-checkpoint", teacher, "--aae-checkpoint", aae)
+    assert predict_main(args) == 0 and (out / "x.json").is_file()

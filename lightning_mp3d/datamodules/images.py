@@ -441,6 +441,11 @@ class ImageDataModule(LightningDataModule):
             self.train_set = ImageShardDataset(self.train, self.image_size, self.mode)
         else:
             self.train_set = ImageFolderDataset(self.train, self.image_size, self.mode)
+            if len(self.train_set) < self.batch_size:  # drop_last would leave no batch: nothing would train
+                raise ValueError(
+                    f"image folder {self.train} holds {len(self.train_set)} images, fewer than batch_size="
+                    f"{self.batch_size}: no training batch; add images or lower data.init_args.batch_size"
+                )
         if not self.val_sets and self.val_size > 0:
             # validation seeds are far from the training streams' (seed, epoch, rank, worker) tuples
             self.val_sets = [

@@ -20,6 +20,8 @@ Batches are canonical poses p_c: (B, 15, 3) float32 millimetres.
 
 from __future__ import annotations
 
+import pickle
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +30,12 @@ from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_mp3d.datamodules.streams import EpochDataLoader, SeededBatchStream
-from lightning_mp3d.skeleton import MUPOTS17_TO_OURS, NUM_JOINTS
+from lightning_mp3d.skeleton import LIMBS, MUPOTS17_TO_OURS, NUM_JOINTS
 from lightning_mp3d.synth.poses import normalize_bone_lengths
 
 JOINT_ORDERS = ("ours", "mupots17")
 _JOINTS_OF_ORDER = {"ours": NUM_JOINTS, "mupots17": 17}
+MIN_BONE_MM = 1.0  # a pose file bone shorter than this is degenerate (all joints at one point, a zeroed frame)
 
 
 def poses_to_canonical(poses: torch.Tensor, joint_order: str) -> torch.Tensor:
@@ -61,20 +64,10 @@ def load_pose_file(path: str | Path, joint_order: str = "auto") -> torch.Tensor:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"pose file not found: {path}")
-    if path.suffix in (".pt", ".pth"):
-        poses = torch.load(path, weights_only=True)
-        if not isinstance(poses, torch.Tensor):
-            raise ValueError(f"{path} must hold one tensor (N, J, 3), got {type(poses).__name__}")
-        poses = poses.double()
-    elif path.suffix == ".npy":
-        poses = torch.as_tensor(np.load(path, allow_pickle=False), dtype=torch.float64)
-    else:
-        with np.load(path, allow_pickle=False) as data:
-            if "poses" not in data:
-                raise ValueError(f"{path} has no 'poses' array (N, J, 3); keys: {sorted(data.keys())}")
-            poses = torch.as_tensor(np.asarray(data["poses"], dtype=np.float64))
-            if joint_order == "auto" and "joint_order" in data:
-                joint_order = str(data["joint_order"])
+    try:
+        poses, joint_order = _read_pose_array(path, joint_order)
+    except (OSError, EOFError, RuntimeError, zipfile.BadZipFile, pickle.UnpicklingError) as err:
+        raise ValueError(f"{path}: cannot read the pose file ({type(err).__name__}: {err})") from None
     if joint_order == "auto":
         by_count = {v: k for k, v in _JOINTS_OF_ORDER.items()}
         if poses.ndim != 3 or poses.shape[1] not in by_count:
@@ -82,7 +75,40 @@ def load_pose_file(path: str | Path, joint_order: str = "auto") -> torch.Tensor:
         joint_order = by_count[poses.shape[1]]
     if not torch.isfinite(poses).all():
         raise ValueError(f"{path}: 'poses' contains NaN or infinite values")
-    return poses_to_canonical(poses, joint_order).float()
+    try:
+        canonical = poses_to_canonical(poses, joint_order).float()
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+    ours = poses[:, list(MUPOTS17_TO_OURS)] if joint_order == "mupots17" else poses
+    parents, children = (list(x) for x in zip(*LIMBS))
+    short = ((ours[:, children] - ours[:, parents]).norm(dim=-1) < MIN_BONE_MM).any(-1)  # (N,)
+    if short.any():
+        raise ValueError(
+            f"{path}: {int(short.sum())} of {len(poses)} poses are degenerate (a bone shorter than {MIN_BONE_MM} mm, "
+            f"e.g. pose {int(short.nonzero()[0])}); remove them"
+        )
+    return canonical
+
+
+def _read_pose_array(path: Path, joint_order: str) -> tuple[torch.Tensor, str]:
+    """The raw (N, J, 3) float64 array of a pose file and its joint order (read from an ``.npz`` if it says)."""
+    if path.suffix in (".pt", ".pth"):
+        poses = torch.load(path, weights_only=True)
+        if not isinstance(poses, torch.Tensor):
+            raise ValueError(f"{path} must hold one tensor (N, J, 3), got {type(poses).__name__}")
+        return poses.double(), joint_order
+    if path.suffix == ".npy":
+        return torch.as_tensor(np.load(path, allow_pickle=False), dtype=torch.float64), joint_order
+    data = np.load(path, allow_pickle=False)
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path} holds one array, not an .npz archive; name it .npy or save it with np.savez")
+    with data:
+        if "poses" not in data:
+            raise ValueError(f"{path} has no 'poses' array (N, J, 3); keys: {sorted(data.keys())}")
+        poses = torch.as_tensor(np.asarray(data["poses"], dtype=np.float64))
+        if joint_order == "auto" and "joint_order" in data:
+            joint_order = str(data["joint_order"])
+    return poses, joint_order
 
 
 class ArtificialPoseBatches(SeededBatchStream):

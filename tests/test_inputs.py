@@ -1,6 +1,6 @@
-"""Inputs a user hands to ``mp3d-predict`` and the image decoder: phone JPEGs with an EXIF rotation, 16-bit grayscale
-PNGs, extreme aspect ratios, oversized images, unreadable files, same-named images, shard keys that try to leave
-``--out``, and a stage checkpoint whose teacher/AAE files moved."""
+"""Inputs a user hands to the stages and ``mp3d-predict``: phone JPEGs with an EXIF rotation, 16-bit grayscale PNGs,
+extreme aspect ratios, oversized images, unreadable files, same-named images, shard keys that try to leave ``--out``,
+a stage checkpoint whose teacher/AAE files moved, an image folder smaller than a batch and broken MoCap files."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from lightning_mp3d.datamodules import images as images_module
-from lightning_mp3d.datamodules.images import decode_image, fit_image
+from lightning_mp3d.datamodules.images import ImageDataModule, decode_image, fit_image
+from lightning_mp3d.datamodules.poses import load_pose_file
 from lightning_mp3d.inference import PoseEstimator
 from lightning_mp3d.models.student import STAGE_KEY
 from lightning_mp3d.predict import main as predict_main
@@ -114,3 +115,39 @@ def test_a_moved_stage_checkpoint_names_the_missing_teacher_and_takes_its_new_lo
     out = tmp_path / "pred"
     args = _args(moved, folder, out, "--teacher-checkpoint", teacher, "--aae-checkpoint", aae)
     assert predict_main(args) == 0 and (out / "x.json").is_file()
+
+
+def test_an_image_folder_smaller_than_a_batch_is_an_error_not_an_empty_run(tmp_path):
+    for i in range(3):
+        Image.new("RGB", (32, 32)).save(tmp_path / f"{i}.png")
+    data = ImageDataModule(train=str(tmp_path), batch_size=8, val_size=0)
+    with pytest.raises(ValueError, match=r"holds 3 images, fewer than batch_size=8"):
+        data.setup("fit")
+
+
+def test_degenerate_or_unreadable_mocap_files_are_refused_naming_the_file(tmp_path):
+    from lightning_mp3d.synth.poses import sample_artificial_poses
+
+    poses = sample_artificial_poses(10, torch.Generator().manual_seed(0), dtype=torch.float64, device="cpu")
+    mixed = tmp_path / "mixed.npz"
+    np.savez(mixed, poses=np.concatenate([poses.numpy(), np.zeros((3, 15, 3))]))
+    with pytest.raises(ValueError, match=r"mixed\.npz: 3 of 13 poses are degenerate .* e\.g\. pose 10"):
+        load_pose_file(mixed)
+    assert load_pose_file(_save_npz(tmp_path / "fine.npz", poses.numpy())).shape == (10, 15, 3)
+
+    array_as_npz = tmp_path / "array.npz"
+    with array_as_npz.open("wb") as f:
+        np.save(f, poses.numpy())  # a bare .npy array under an .npz name
+    with pytest.raises(ValueError, match=r"array\.npz holds one array, not an \.npz archive"):
+        load_pose_file(array_as_npz)
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes((tmp_path / "fine.npz").read_bytes()[:100])
+    with pytest.raises(ValueError, match=r"truncated\.npz: cannot read the pose file"):
+        load_pose_file(truncated)
+    with pytest.raises(ValueError, match=r"wrong\.npz: poses in 'ours' order must be \(N, 15, 3\)"):
+        load_pose_file(_save_npz(tmp_path / "wrong.npz", poses.numpy()[:, :14]), joint_order="ours")
+
+
+def _save_npz(path, poses):
+    np.savez(path, poses=poses)
+    return path

@@ -56,3 +56,20 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
         tmp.write_text("half")
         raise RuntimeError("killed")
     assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+
+
+def test_image_shards_appear_only_complete(tmp_path):
+    import pytest
+
+    from lightning_mp3d.datamodules.shards import AtomicShardWriter
+
+    with AtomicShardWriter(str(tmp_path / "ok-%06d.tar"), maxcount=2, verbose=0) as sink:
+        for i in range(3):
+            sink.write({"__key__": f"{i:03d}", "x.npy": b"data"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ok-000000.tar", "ok-000001.tar"]
+    with pytest.raises(RuntimeError), AtomicShardWriter(str(tmp_path / "bad-%06d.tar"), maxcount=2, verbose=0) as sink:
+        for i in range(3):
+            sink.write({"__key__": f"{i:03d}", "x.npy": b"data"})
+        raise RuntimeError("killed while writing the second shard")
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["bad-000000.tar", "ok-000000.tar", "ok-000001.tar"], names  # the partial second shard is gone

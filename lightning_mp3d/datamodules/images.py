@@ -295,10 +295,10 @@ class ImageShardDataset(IterableDataset):
 
 
 def _shard_writer(out_dir: Path, prefix: str, images_per_shard: int):
-    import webdataset as wds
+    from lightning_mp3d.datamodules.shards import AtomicShardWriter
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    return wds.ShardWriter(str(out_dir / f"{prefix}-%06d.tar"), maxcount=images_per_shard, verbose=0)
+    return AtomicShardWriter(str(out_dir / f"{prefix}-%06d.tar"), maxcount=images_per_shard, verbose=0)
 
 
 def write_image_shards(

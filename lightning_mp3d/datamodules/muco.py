@@ -138,16 +138,15 @@ def write_muco_shards(
     Returns:
         The shard paths, sorted.
     """
-    import webdataset as wds
     from tqdm.auto import tqdm
 
     from lightning_mp3d.datamodules.images import encode_image
-    from lightning_mp3d.datamodules.shards import encode_sample
+    from lightning_mp3d.datamodules.shards import AtomicShardWriter, encode_sample
 
     dataset = MuCoDataset(root, fit=fit)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with wds.ShardWriter(str(out / "muco-%06d.tar"), maxcount=images_per_shard, verbose=0) as sink:
+    with AtomicShardWriter(str(out / "muco-%06d.tar"), maxcount=images_per_shard, verbose=0) as sink:
         for i in tqdm(range(len(dataset)), desc="MuCo-3DHP shards", unit="img", disable=not progress):
             item = dataset[i]
             sample = encode_sample(dataset.key(i), {k: v for k, v in item.items() if k != "image"})

@@ -130,6 +130,34 @@ def write_tensor_shards(
     return paths
 
 
+class AtomicShardWriter(wds.ShardWriter):
+    """``wds.ShardWriter`` whose shards appear only complete: each is written to a unique temporary file beside it and
+    renamed when it is closed; when the ``with`` block ends in an exception the partial shard is removed instead."""
+
+    def __init__(self, pattern: str, **kwargs: object) -> None:
+        self._pending: dict[str, tuple[str, io.BufferedWriter]] = {}
+        super().__init__(pattern, opener=self._open, post=self._commit, **kwargs)
+
+    def _open(self, fname: str) -> io.BufferedWriter:
+        tmp = str(unique_temporary(fname))
+        handle = open(tmp, "wb")  # noqa: SIM115 - closed in _commit / __exit__
+        self._pending[fname] = (tmp, handle)
+        return handle
+
+    def _commit(self, fname: str) -> None:
+        tmp, handle = self._pending.pop(fname)
+        handle.close()
+        os.replace(tmp, fname)
+
+    def __exit__(self, exc_type, *args: object) -> None:
+        if exc_type is not None and self.tarstream is not None:
+            tmp, handle = self._pending.pop(self.fname)
+            handle.close()
+            os.remove(tmp)
+            self.tarstream = None
+        super().__exit__(exc_type, *args)
+
+
 def expand_shards(shards: str | Sequence[str]) -> list[str]:
     """Shard paths from a list, a glob (``dir/*.tar``), a folder, or webdataset brace notation; ValueError if none."""
     if isinstance(shards, (list, tuple)):

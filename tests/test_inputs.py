@@ -151,3 +151,22 @@ def test_degenerate_or_unreadable_mocap_files_are_refused_naming_the_file(tmp_pa
 def _save_npz(path, poses):
     np.savez(path, poses=poses)
     return path
+
+
+def test_malformed_mupots_annotations_name_the_file(tmp_path):
+    import scipy.io
+
+    from lightning_mp3d.datamodules.mupots import load_sequence
+
+    ts = tmp_path / "TS1"
+    ts.mkdir()
+    (ts / "annot.mat").write_bytes(b"this is not a MATLAB file" * 10)
+    (ts / "occlusion.mat").write_bytes(b"neither")
+    with pytest.raises(ValueError, match=r"TS1/annot\.mat: cannot read as a MATLAB \.mat file"):
+        load_sequence(ts)
+    cells = np.empty((1, 1), dtype=object)
+    cells[0, 0] = {"annot2": np.zeros((2, 16)), "annot3": np.zeros((3, 17)), "univ_annot3": np.zeros((3, 17)),
+                   "isValidFrame": 1}  # fmt: skip
+    scipy.io.savemat(ts / "annot.mat", {"annotations": cells})
+    with pytest.raises(ValueError, match=r"TS1/annot\.mat: frame 0, person 0: joints must be 2x17"):
+        load_sequence(ts)

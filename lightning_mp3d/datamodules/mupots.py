@@ -64,6 +64,14 @@ class InputMapping(NamedTuple):
     offset_y: float
 
 
+def _loadmat(path: Path) -> dict:
+    """``scipy.io.loadmat`` with errors that name the file."""
+    try:
+        return scipy.io.loadmat(path)
+    except (ValueError, TypeError, OSError, NotImplementedError, scipy.io.matlab.MatReadError) as err:
+        raise ValueError(f"{path}: cannot read as a MATLAB .mat file ({type(err).__name__}: {err})") from None
+
+
 def _field(struct: np.ndarray, name: str, path: Path) -> np.ndarray:
     try:
         return np.asarray(struct[name][0, 0], dtype=np.float64)
@@ -80,7 +88,7 @@ def load_sequence(ts_dir: str | Path) -> MuPoTSSequence:
     for p in (annot_path, occ_path):
         if not p.is_file():
             raise ValueError(f"missing MuPoTS-3D file {p}; expected TS<n>/annot.mat and TS<n>/occlusion.mat")
-    mat = scipy.io.loadmat(annot_path)
+    mat = _loadmat(annot_path)
     if "annotations" not in mat:
         raise ValueError(
             f"{annot_path} has no variable 'annotations' (found {sorted(k for k in mat if not k.startswith('__'))})"
@@ -96,11 +104,16 @@ def load_sequence(ts_dir: str | Path) -> MuPoTSSequence:
     for i in range(f):  # file parsing (once per sequence), not a hot path
         for k in range(n):
             s = cells[i, k]
-            a2[i, k] = _field(s, "annot2", annot_path).T
-            a3[i, k] = _field(s, "annot3", annot_path).T
-            u3[i, k] = _field(s, "univ_annot3", annot_path).T
-            valid[i, k] = bool(_field(s, "isValidFrame", annot_path).reshape(-1)[0])
-    occ_mat = scipy.io.loadmat(occ_path)
+            try:
+                a2[i, k] = _field(s, "annot2", annot_path).T
+                a3[i, k] = _field(s, "annot3", annot_path).T
+                u3[i, k] = _field(s, "univ_annot3", annot_path).T
+                valid[i, k] = bool(_field(s, "isValidFrame", annot_path).reshape(-1)[0])
+            except (ValueError, IndexError) as err:
+                if str(annot_path) in str(err):
+                    raise
+                raise ValueError(f"{annot_path}: frame {i}, person {k}: joints must be 2x17 / 3x17 ({err})") from None
+    occ_mat = _loadmat(occ_path)
     if "occlusion_labels" not in occ_mat:
         raise ValueError(f"{occ_path} has no variable 'occlusion_labels'")
     occ_cells = occ_mat["occlusion_labels"]

@@ -137,6 +137,8 @@ def plan_action(run: StageRun, fingerprint: str) -> tuple[str, str]:
         if stamp.get("sha256") == file_sha256(run.last_ckpt):
             return "skip", f"checkpoint matches the config (fingerprint {fingerprint}); skipped"
         return "train", f"{run.last_ckpt.name} is not the checkpoint its stamp vouches for (rewritten since)"
+    if "status" not in stamp and same and has_ckpt:  # stamped by an older pipeline, which kept no hash
+        return "skip", f"checkpoint matches the config (fingerprint {fingerprint}, older stamp); skipped"
     if stamp.get("status") == "running" and same:
         if has_ckpt:
             written = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.last_ckpt.stat().st_mtime))
@@ -249,6 +251,8 @@ def execute(run: StageRun, fingerprint: str, env: dict[str, str], lock_fd: int |
     action, why = plan_action(run, fingerprint)
     print(f"[pipeline] {run.name}: {why}", flush=True)
     if action == "skip":
+        if "status" not in read_stamp(run):
+            write_stamp(run, fingerprint, "done")  # from now on it vouches for this checkpoint by its hash
         return
     start = time.time()
     if action == "train" and run.folder.exists():

@@ -264,3 +264,15 @@ def test_ckpt_path_of_another_stage_or_a_broken_file_is_refused_before_anything_
     with pytest.raises(SystemExit):
         cli_main([*phase1, f"--ckpt_path={truncated}"])
     assert "truncated.ckpt' cannot be read (200 bytes): truncated, corrupt" in capsys.readouterr().err
+
+
+def test_a_stamp_of_the_older_pipeline_is_trusted_once_and_upgraded_with_the_hash(fake_fit):  # noqa: F811
+    run(fake_fit.work, "--stages=aae")
+    fake_fit()
+    stamp_path = fake_fit.work / "runs" / "aae" / "pipeline_stamp.json"
+    stamp = json.loads(stamp_path.read_text())
+    stamp_path.write_text(json.dumps({"stage": "aae", "fingerprint": stamp["fingerprint"], "seconds": 1.0}))
+    run(fake_fit.work, "--stages=aae")
+    assert fake_fit() == []
+    upgraded = json.loads(stamp_path.read_text())
+    assert upgraded["status"] == "done" and upgraded["sha256"] == stamp["sha256"]

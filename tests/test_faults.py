@@ -276,3 +276,22 @@ def test_a_stamp_of_the_older_pipeline_is_trusted_once_and_upgraded_with_the_has
     assert fake_fit() == []
     upgraded = json.loads(stamp_path.read_text())
     assert upgraded["status"] == "done" and upgraded["sha256"] == stamp["sha256"]
+
+
+def test_the_guard_catches_a_nan_weight_behind_finite_losses_and_refuses_to_checkpoint_it():
+    from types import SimpleNamespace
+
+    from lightning_mp3d.callbacks.finite import FiniteGuard
+
+    module = torch.nn.Linear(2, 2)
+    trainer = SimpleNamespace(
+        callback_metrics={"train/loss_x": torch.tensor(1.0)}, global_step=7, current_epoch=0, checkpoint_callbacks=[]
+    )
+    guard = FiniteGuard()
+    guard.on_train_batch_end(trainer, module, None, None, 3)  # all finite: nothing happens
+    with torch.no_grad():
+        module.bias[1] = float("inf")
+    with pytest.raises(NonFiniteError, match=r"stage 'Linear': non-finite value at step 7 .* weight bias"):
+        guard.on_train_batch_end(trainer, module, None, None, 3)
+    with pytest.raises(NonFiniteError, match=r"refusing to write a checkpoint at step 7 with non-finite weights"):
+        guard.on_save_checkpoint(trainer, module, {"state_dict": module.state_dict()})

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from pytorch_lightning import Callback, LightningModule, Trainer
 
 from lightning_mp3d.checkpoint_io import non_finite_keys
@@ -18,6 +19,12 @@ from lightning_mp3d.checkpoint_io import non_finite_keys
 
 class NonFiniteError(FloatingPointError):
     """Training produced a NaN or infinite loss or weight."""
+
+
+def weights_finite(module: torch.nn.Module) -> bool:
+    """Whether every parameter is finite, with one device synchronisation (not one per tensor)."""
+    flags = [p.detach().isfinite().all() for p in module.parameters()]
+    return bool(torch.stack(flags).all()) if flags else True
 
 
 def stage_of(module: LightningModule) -> str:
@@ -43,7 +50,7 @@ class FiniteGuard(Callback):
     ) -> None:
         logged = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
         bad = non_finite_keys(logged)
-        if not bad and (batch_idx + 1) % self.every == 0:
+        if not bad and (batch_idx + 1) % self.every == 0 and not weights_finite(pl_module):
             bad = non_finite_keys(dict(pl_module.named_parameters()))
         if bad:
             values = ", ".join(f"{k}={logged[k].item()}" if k in logged else f"weight {k}" for k in bad[:5])

@@ -18,7 +18,7 @@ import torch.nn.functional as nnf
 from torch import nn
 
 from lightning_mp3d.models.scene_decoder import SceneDecoder
-from lightning_mp3d.models.student import ROOT_CHANNEL, STAGE_KEY, SceneHead
+from lightning_mp3d.models.student import ROOT_CHANNEL, STAGE_KEY, SceneHead, build_scene_head
 from lightning_mp3d.roots import find_roots
 
 
@@ -160,7 +160,7 @@ class PoseEstimator(nn.Module):
                 )
         teacher = load_teacher(str(frozen["teacher_checkpoint"])).freeze()
         psi = load_pose_decoder(str(frozen["aae_checkpoint"]))
-        head = SceneHead(teacher.v_channels, width=hp.get("h_width", 256), fc_channels=hp.get("h_fc_channels", 128))
+        head = build_scene_head(teacher.v_channels, hp)
         state = {k[2:]: v for k, v in ckpt["state_dict"].items() if k.startswith("h.")}
         try:
             head.load_state_dict(state)

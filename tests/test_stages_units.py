@@ -66,6 +66,7 @@ def _grads(system, loss):
 def test_each_loss_reaches_only_its_modules(frozen, batches):
     syn, images = batches
     p1 = _system(Phase1Alignment, frozen)
+    torch.nn.init.normal_(p1.h.out.weight, std=0.01)  # H's output layer starts at zero: give the graph a gradient
     assert _grads(p1, p1.adapt_loss(syn)) == {"g": True, "h": False, "teacher": False, "decoder": False}
     recon = p1.recon_losses(syn)
     assert _grads(p1, recon["recon"]) == {"g": True, "h": True, "teacher": False, "decoder": False}
@@ -73,6 +74,7 @@ def test_each_loss_reaches_only_its_modules(frozen, batches):
     assert _grads(p1, distl["distl"] + distl["root_image"])["g"] is False
     p2 = _system(Phase2SelfSupervised, frozen)
     p2.setup("validate")
+    torch.nn.init.normal_(p2.h.out.weight, std=0.01)
     grads = _grads(p2, p2.recon_losses(syn)["recon"])
     assert grads == {"g": False, "h": True, "teacher": False, "decoder": False}
 

@@ -26,12 +26,12 @@ def _decoder(dtype=torch.float32) -> SceneDecoder:
     return SceneDecoder(PoseDecoder(width=32, depth=2).to(dtype), image_size=224, depth_scale_mm=5000.0)
 
 
-def test_pose_map_encoder_shapes_and_linear_output():
+def test_pose_map_encoder_shapes_and_teacher_range():
     g = PoseMapEncoder(v_channels=24, hidden=8)
-    out = g(torch.rand(2, 43, 28, 28))
+    out = g(torch.rand(2, 43, 28, 28) - 0.5)
     assert out.shape == (2, 24, 28, 28)
     assert sum(isinstance(m, torch.nn.Conv2d) and m.kernel_size == (7, 7) for m in g.modules()) == 5
-    assert isinstance(g.net[-1], torch.nn.Conv2d)  # linear last layer: v~ can be negative like v
+    assert out.min() == 0 and out.max() > 0  # v = E(I) is non-negative (ReLU after conv5_4 / conv4_4_CPM): so is v~
     with pytest.raises(ValueError, match="maps must be"):
         g(torch.rand(2, 42, 28, 28))
 
@@ -165,3 +165,36 @@ def test_depth_is_bounded_but_its_gradient_never_dies():
     depth.sum().backward()
     assert (x.grad > 0).all()  # a diverged depth can still be pulled back
     torch.testing.assert_close(decoder.raw_from_depth(depth.detach()[2:]), x.detach()[2:])
+
+
+@pytest.mark.parametrize("readout", [(), (1, 2, 3)])
+def test_untrained_student_decodes_upright_frontal_people_at_d0(readout):
+    from lightning_mp3d.geometry import sincos_to_matrix
+    from lightning_mp3d.models.student import ROOT_PRIOR
+
+    torch.manual_seed(0)
+    h = SceneHead(v_channels=24, width=16, fc_channels=8, readout_dilations=readout)
+    s = h(torch.rand(3, 24, 28, 28) * 4)
+    cells = torch.tensor([[[3, 4], [7, 7], [12, 1]]]).expand(3, 3, 2)
+    scene = _decoder()(s, cells, torch.ones(3, 3, dtype=torch.bool))
+    angle = torch.rad2deg(torch.acos((sincos_to_matrix(scene.rotation).diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2))
+    assert angle.max() < 3  # c ~ 0: upright and facing the camera
+    assert torch.allclose(scene.depth, torch.full_like(scene.depth, 5000.0), rtol=0.05)
+    assert torch.allclose(torch.sigmoid(scene.root_logit), torch.full((3, 3), ROOT_PRIOR), atol=0.005)
+    assert scene.phi.abs().max() < 0.1
+    head_above_pelvis = scene.poses[..., 2, 1] < scene.poses[..., 0, 1] - 300  # y down: the head is higher
+    assert head_above_pelvis.all()
+
+
+def test_readout_widens_the_root_cells_view():
+    def reach(readout):
+        torch.manual_seed(0)
+        h = SceneHead(v_channels=4, width=8, fc_channels=4, readout_dilations=readout)
+        h.channel_fc.weight.data.zero_()  # look only through the convolutions, not the global FC
+        torch.nn.init.normal_(h.out.weight)  # the output layer starts at zero (initialise_scene_output)
+        v = torch.rand(1, 4, 28, 28, requires_grad=True)
+        h(v)[0, 35, 7, 7].backward()
+        rows = v.grad[0].abs().sum(0).sum(1).nonzero()
+        return int(rows.max() - rows.min())
+
+    assert reach((1, 2, 3)) > reach(()) + 8

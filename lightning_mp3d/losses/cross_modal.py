@@ -7,10 +7,15 @@ masked mean of absolute differences (L1) over the valid entries, and 0 (with a g
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
-from lightning_mp3d.geometry import pixel_to_grid
+from lightning_mp3d.geometry import canonical_to_camera_rotation, pixel_to_grid
 from lightning_mp3d.transforms import SpatialTransform, inside_image, transform_keypoints, transform_points
+
+if TYPE_CHECKING:
+    from lightning_mp3d.models.scene_decoder import DecodedScene
 
 
 def _masked_mean(values: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -59,6 +64,59 @@ def reconstruction_loss(pred_poses: torch.Tensor, poses: torch.Tensor, mask: tor
     """
     _check_people(pred_poses, poses, mask, 3, "reconstruction_loss")
     return _masked_mean((pred_poses - poses).abs(), mask[..., None, None])
+
+
+RECON_TERMS = ("recon", "recon_rel", "log_depth", "reproj", "canonical", "rotation")
+
+
+def reconstruction_terms(
+    pred: DecodedScene, batch: dict[str, torch.Tensor], weights: dict[str, float]
+) -> dict[str, torch.Tensor]:
+    """The D_syn pathway's loss terms that D_syn's ground truth allows, each switchable by a weight.
+
+    ``recon`` is the paper's L_recon = |P_syn - P_tilde| (camera frame, mm). The others are our additions (off in the
+    paper preset), all computed at the true roots of the batch:
+
+    - ``recon_rel``: root-relative camera-frame L1, mm: the articulated pose and orientation without the root depth,
+      whose metres of error would otherwise dominate the gradient.
+    - ``log_depth``: |log d_hat - log d| (scale-free, the way M parameterises depth).
+    - ``reproj``: |T_K(P_tilde) - k_syn|, px: the 2D evidence itself, unambiguous (no depth-sign ambiguity), the
+      same kind of loss as L_distl on images.
+    - ``canonical``: |p_c_hat - p_c|, mm: the view-free articulated pose through Psi.
+    - ``rotation``: |R(c_hat) - R(c)| over the 9 matrix entries: the global orientation on its own.
+
+    Args:
+        pred: M's output at the batch's true roots.
+        batch: a D_syn batch (``poses``, ``canonical``, ``rotation``, ``depth``, ``joints_2d``, ``mask``).
+        weights: term name -> weight; terms with weight 0 (or absent) are not computed.
+
+    Returns:
+        name -> weighted scalar loss, for the terms with a non-zero weight.
+    """
+    unknown = set(weights) - set(RECON_TERMS)
+    if unknown:
+        raise ValueError(f"unknown reconstruction terms {sorted(unknown)}; expected some of {RECON_TERMS}")
+    mask = batch["mask"]
+    people = mask[..., None, None]
+
+    def rel(p: torch.Tensor) -> torch.Tensor:
+        return p - p[..., :1, :]
+
+    def term(name: str) -> torch.Tensor:
+        if name == "recon":
+            return reconstruction_loss(pred.poses, batch["poses"], mask)
+        if name == "recon_rel":
+            return reconstruction_loss(rel(pred.poses), rel(batch["poses"]), mask)
+        if name == "log_depth":
+            return _masked_mean((pred.depth.log() - batch["depth"].clamp_min(1.0).log()).abs(), mask)
+        if name == "reproj":
+            return _masked_mean((pred.keypoints - batch["joints_2d"]).abs(), people)
+        if name == "canonical":
+            return _masked_mean((pred.canonical - batch["canonical"]).abs(), people)
+        r_pred, r_gt = canonical_to_camera_rotation(pred.rotation), canonical_to_camera_rotation(batch["rotation"])
+        return _masked_mean((r_pred - r_gt).abs(), people)
+
+    return {name: w * term(name) for name, w in weights.items() if w}
 
 
 def adaptation_loss(heatmaps: torch.Tensor, pafs: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:

@@ -19,13 +19,14 @@ from typing import Any, NamedTuple
 import torch
 from pytorch_lightning import LightningModule
 
+from lightning_mp3d.callbacks.finite import NonFiniteError
 from lightning_mp3d.geometry import pixel_to_grid
 from lightning_mp3d.grouping import GroupedPeople
 from lightning_mp3d.inference import Prediction, decode_people
 from lightning_mp3d.losses.cross_modal import (
     adaptation_loss,
     distillation_loss,
-    reconstruction_loss,
+    reconstruction_terms,
     root_heatmap_loss,
     self_supervised_loss,
     supervised_2d_loss,
@@ -33,7 +34,7 @@ from lightning_mp3d.losses.cross_modal import (
     transformed_roots,
 )
 from lightning_mp3d.models.scene_decoder import DecodedScene, SceneDecoder
-from lightning_mp3d.models.student import OUTPUT_GRID, STAGE_KEY, PoseMapEncoder, SceneHead
+from lightning_mp3d.models.student import OUTPUT_GRID, STAGE_KEY, PoseMapEncoder, SceneHead, build_scene_head
 from lightning_mp3d.roots import root_heatmap_targets, unique_root_mask
 from lightning_mp3d.transforms import random_spatial_transform, warp_images
 
@@ -90,6 +91,12 @@ class CrossModalStage(LightningModule):
         transform_seed: seed of the random spatial transforms (offset by the global rank).
         ss_detach_depth: L_ss sends no gradient into the depth channel. Off in the paper; on, it removes L_ss's
             degenerate minimum (every person pushed far away, so all projected joints collapse onto the root).
+        recon_terms: the D_syn pathway's loss terms and weights (``losses.cross_modal.reconstruction_terms``);
+            None is the paper's ``{"recon": 1.0}`` (L_recon alone). Our additions: ``recon_rel``, ``log_depth``,
+            ``reproj``, ``canonical``, ``rotation``.
+        g_options: extra ``PoseMapEncoder`` arguments (our additions ``skip``, ``norm``); None = the paper's G.
+        h_options: extra ``SceneHead`` arguments (our additions ``readout_dilations``, ``window``,
+            ``window_channels``, ``norm``); None = the paper's H.
     """
 
     stage_name = "base"
@@ -122,6 +129,9 @@ class CrossModalStage(LightningModule):
         val_figures: bool = True,
         transform_seed: int = 0,
         ss_detach_depth: bool = False,
+        recon_terms: dict[str, float] | None = None,
+        g_options: dict[str, Any] | None = None,
+        h_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -153,8 +163,8 @@ class CrossModalStage(LightningModule):
         self.decoder = SceneDecoder(load_pose_decoder(hp.aae_checkpoint), depth_scale_mm=hp.depth_scale_mm)
         v_channels = int(self.teacher.v_channels)
         if self.uses_g:
-            self.g = PoseMapEncoder(v_channels, hidden=hp.g_hidden)
-        self.h = SceneHead(v_channels, width=hp.h_width, fc_channels=hp.h_fc_channels)
+            self.g = PoseMapEncoder(v_channels, hidden=hp.g_hidden, **(hp.g_options or {}))
+        self.h = build_scene_head(v_channels, hp)
         self._metrics = _make_metrics()
         self.freeze_fixed_parts()
 
@@ -260,7 +270,13 @@ class CrossModalStage(LightningModule):
         self.log("train/lr", first.param_groups[0]["lr"], on_step=True)
 
     def run_optimizer(self, index: int, loss: torch.Tensor) -> None:
-        """toggle -> backward -> step -> zero_grad -> untoggle for optimizer ``index``."""
+        """toggle -> backward -> step -> zero_grad -> untoggle for optimizer ``index``; a non-finite loss stops the
+        run before the update (``NonFiniteError``), so the weights and ``last.ckpt`` stay finite."""
+        if not torch.isfinite(loss):
+            raise NonFiniteError(
+                f"stage '{self.stage_name}': non-finite loss {loss.item()} for optimizer {index} at step "
+                f"{self.global_step}; training stopped before the update (last.ckpt keeps the last finite weights)"
+            )
         opts = self.optimizers()
         opt = opts[index] if isinstance(opts, list) else opts
         self.toggle_optimizer(opt)
@@ -318,10 +334,13 @@ class CrossModalStage(LightningModule):
         return v, s, self.decoder(s, batch["root_cells"], batch["mask"], batch["roots_px"])
 
     def recon_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Auto-encoding pathway: L_recon and the root loss at the true roots."""
+        """Auto-encoding pathway: the reconstruction terms (summed as ``recon``, each also logged as
+        ``term_<name>``) and the root loss at the true roots."""
         _, s, scene = self.syn_scene(batch)
+        terms = reconstruction_terms(scene, batch, self.hparams.recon_terms or {"recon": 1.0})
         return {
-            "recon": reconstruction_loss(scene.poses, batch["poses"], batch["mask"]),
+            "recon": sum(terms.values()),
+            **{f"term_{k}": v.detach() for k, v in terms.items()},
             "root_syn": self.root_loss(s, batch["root_cells"], batch["mask"]),
         }
 
@@ -345,8 +364,9 @@ class CrossModalStage(LightningModule):
         scene_prime = self.decoder(s_prime, cells, mask, roots_px)
         losses = {
             "ss": self_supervised_loss(
-                scene.keypoints, scene_prime.keypoints, transform, mask, images.shape[-1], scene.depth, scene_prime.depth
-            ),
+                scene.keypoints, scene_prime.keypoints, transform, mask, images.shape[-1],
+                scene.depth, scene_prime.depth,
+            ),  # fmt: skip
             "root_image": self.root_loss(s, t.cells, t.mask),
         }
         losses.update(self.supervised_losses(s, batch))
@@ -397,7 +417,8 @@ class CrossModalStage(LightningModule):
             "val/student_pck2d": m["student_pck2d"].compute().pck_all,
             "val/teacher_pck2d": m["teacher_pck2d"].compute().pck_all,
         }
-        self.log_dict({k: torch.nan_to_num(v.float(), nan=0.0) for k, v in values.items()}, sync_dist=False)
+        # a metric with nothing to measure (no person matched) is NaN, not a perfect 0
+        self.log_dict({k: v.float() for k, v in values.items()}, sync_dist=False)
         for metric in m.values():
             metric.reset()
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from pytorch_lightning import Callback
 
 from lightning_mp3d import pipeline
 from lightning_mp3d.callbacks.finite import NonFiniteError
@@ -220,9 +221,10 @@ def test_a_diverging_aae_stops_naming_stage_step_and_loss_and_writes_no_nan_chec
 
 def test_a_diverging_student_stage_stops_before_the_update_and_validation_never_logs_nan_as_zero(tmp_path):
     teacher, aae = make_frozen_checkpoints(tmp_path / "frozen")
-    with pytest.raises(NonFiniteError, match=r"stage 'distill': non-finite (loss|value)"):
-        run_stage("distill", tmp_path, teacher, aae, "--model.init_args.lr=1e30", "--trainer.max_steps=40")
-    for ckpt in (tmp_path / "distill" / "checkpoints").glob("*.ckpt"):
+    # phase 1 (L_recon against D_syn's ground truth is never 0, unlike L_distl where a random teacher sees nobody)
+    with pytest.raises(NonFiniteError, match=r"stage 'phase1': non-finite (loss|value) at step \d+"):
+        run_stage("phase1", tmp_path, teacher, aae, "--model.init_args.lr=1e30", "--trainer.max_steps=40")
+    for ckpt in (tmp_path / "phase1" / "checkpoints").glob("*.ckpt"):
         assert all(torch.isfinite(v).all() for v in weights(ckpt).values() if v.is_floating_point()), ckpt
 
     # a student that finds nobody (threshold 1) has no MPJPE: NaN, not a perfect 0
@@ -295,3 +297,29 @@ def test_the_guard_catches_a_nan_weight_behind_finite_losses_and_refuses_to_chec
         guard.on_train_batch_end(trainer, module, None, None, 3)
     with pytest.raises(NonFiniteError, match=r"refusing to write a checkpoint at step 7 with non-finite weights"):
         guard.on_save_checkpoint(trainer, module, {"state_dict": module.state_dict()})
+
+
+class PoisonAt(Callback):
+    """Set one weight to NaN before batch ``batch``, as a diverging step would."""
+
+    def __init__(self, batch: int) -> None:
+        self.batch = batch
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx == self.batch:
+            with torch.no_grad():
+                next(pl_module.parameters()).view(-1)[0] = float("nan")
+
+
+def test_a_run_that_turns_nan_keeps_its_last_finite_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "small.yaml"
+    config.write_text(SMALL_AAE.format(max_steps=3 * 40, every=3))  # last.ckpt after every batch
+    poison = {"class_path": f"{__name__}.PoisonAt", "init_args": {"batch": 5}}
+    args = ["fit", f"--config={ROOT / 'configs/stage_aae.yaml'}", f"--config={config}",
+            f"--trainer.callbacks+={json.dumps(poison)}"]  # fmt: skip
+    with pytest.raises(NonFiniteError, match=r"at step 18 \(epoch 0, batch 5\).*last finite checkpoint is .*last"):
+        cli_main(args)
+    last = tmp_path / "runs" / "aae" / "checkpoints" / "last.ckpt"
+    assert ckpt_step(last) == 15  # after batch 4, the last finite weights
+    assert all(torch.isfinite(v).all() for v in weights(last).values() if v.is_floating_point())

@@ -1,7 +1,7 @@
 """``FiniteGuard``: stop training at the first non-finite loss or weight, and never checkpoint non-finite weights.
 
 A diverged run (say a huge learning rate) otherwise trains on with NaN weights, exits 0 and hands the next stage a
-checkpoint of NaNs. After every training batch the guard reads the step's logged ``train/*`` values and the module's
+checkpoint of NaNs. After every training batch the guard reads the step's logged ``train/loss*`` values and the module's
 parameters; the first non-finite one stops the run with ``NonFiniteError`` naming the stage, the step and the value.
 It runs before the checkpoint callbacks (Lightning orders those last), so ``last.ckpt`` keeps the last finite weights;
 ``on_save_checkpoint`` refuses any checkpoint whose weights are not finite, whoever asks for it.
@@ -33,7 +33,7 @@ def stage_of(module: LightningModule) -> str:
 
 
 class FiniteGuard(Callback):
-    """Raise ``NonFiniteError`` at the first non-finite ``train/*`` value or parameter (see the module docstring).
+    """Raise ``NonFiniteError`` at the first non-finite ``train/loss*`` value or parameter (see the module docstring).
 
     Args:
         check_weights_every_n_batches: how often the parameters are checked (1: every batch; the logged losses are
@@ -48,7 +48,7 @@ class FiniteGuard(Callback):
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        logged = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("train/")}
+        logged = {k: v for k, v in trainer.callback_metrics.items() if k.startswith("train/loss")}
         bad = non_finite_keys(logged)
         if not bad and (batch_idx + 1) % self.every == 0 and not weights_finite(pl_module):
             bad = non_finite_keys(dict(pl_module.named_parameters()))

@@ -145,7 +145,15 @@ def test_a_dead_or_stopped_pipeline_takes_its_stage_down_which_saves_last_ckpt_f
     proc, stage_pid = start_pipeline(work, small_aae(tmp_path, 3 * 100_000, 3 * 20))
     last = work / "runs" / "aae" / "checkpoints" / "last.ckpt"
     wait_for(last)  # training is under way
+    if sig == signal.SIGKILL:  # freeze the stage so that it outlives the pipeline for a moment, as an orphan would
+        os.kill(stage_pid, signal.SIGSTOP)
     proc.send_signal(sig)
+    if sig == signal.SIGKILL:
+        proc.wait(timeout=30)
+        second = subprocess.run(pipeline_cmd(work), cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert second.returncode != 0 and f"another mp3d-pipeline (PID {proc.pid})" in second.stderr, second.stderr
+        assert not any(".old-" in p.name for p in (work / "runs").iterdir())  # nothing moved under the orphan
+        os.kill(stage_pid, signal.SIGCONT)  # it now handles the SIGTERM the pipeline's death sent it
     out = proc.communicate(timeout=120)[0]  # EOF: the stage (which shares the pipe) has exited too
     deadline = time.monotonic() + 30
     while alive(stage_pid) and time.monotonic() < deadline:

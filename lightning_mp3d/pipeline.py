@@ -161,15 +161,28 @@ def workdir_lock(workdir: Path) -> Iterator[int]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            hint = f"wait for it to finish or stop it (kill {holder})"
+            if holder.isdigit() and not _alive(int(holder)):
+                hint = f"the pipeline is gone; a stage it started is still saving and exiting (see: fuser {path})"
             raise SystemExit(
                 f"another mp3d-pipeline (PID {holder}) or a stage it started is running in {workdir} "
-                f"(lock {path}); wait for it to finish or stop it (kill {holder}) before starting another"
+                f"(lock {path}); {hint}"
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield fd
     finally:
         os.close(fd)  # releases the lock once the stage processes holding a copy have exited too
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _stage_preexec(parent: int) -> None:
@@ -264,29 +277,79 @@ def execute(run: StageRun, fingerprint: str, env: dict[str, str], lock_fd: int |
     write_stamp(run, fingerprint, "done", time.time() - start)
 
 
-def run_ablation(
+ABLATION_ROWS = {  # Table 2's rows beside the chain's own phase1 (+ L_recon + L_adapt) and phase2 (+ L_ss)
+    "phase1_distl": ["--model.init_args.use_recon=false", "--model.init_args.use_adapt=false"],  # L_distl only
+    "phase1_recon": ["--model.init_args.use_adapt=false"],  # + L_recon
+}
+SUPERVISED_ROWS = {  # the paper's Ours-Ws / Ours-Fs: phase 1 plus supervision on the target images' GT
+    "ours_ws": ["--model.init_args.use_weak_2d=true"],
+    "ours_fs": ["--model.init_args.use_full_3d=true"],
+}
+
+
+def run_variant(
     workdir: Path,
+    folder: str,
+    stages: dict[str, list[str]],
     preset: str,
     fingerprints: dict[str, str],
     extra: dict[str, list[str]],
     env: dict[str, str],
     lock_fd: int | None = None,
-) -> Path:
-    """Phase 1 without L_adapt (Table 2's "+ L_recon" row) in ``<workdir>/ablation/recon_only``.
+) -> dict[str, Path]:
+    """Train ``stages`` (name -> extra overrides, in chain order) in ``<workdir>/<folder>``, chained from the main
+    run's upstream stages (linked into its ``runs/``), so a variant differs from the main run only in its overrides.
 
-    It chains from the main run's distill stage (teacher, aae and distill are linked in), so the rows differ only
-    in the losses. Returns its checkpoint.
+    Returns each trained stage's checkpoint.
     """
-    root = workdir / "ablation" / "recon_only"
+    root = workdir / folder
     (root / "runs").mkdir(parents=True, exist_ok=True)
-    for upstream in UPSTREAM["phase1"] + UPSTREAM["distill"]:
+    first = next(iter(stages))
+    for upstream in STAGES[: STAGES.index(first)]:
         link = root / "runs" / upstream
         if not link.exists():
             link.symlink_to(workdir / "runs" / upstream, target_is_directory=True)
-    overrides = [*extra["phase1"], "--model.init_args.use_adapt=false", "--trainer.logger.init_args.name=phase1_recon"]
-    run = StageRun("phase1", stage_configs("phase1", preset), overrides, root)
-    execute(run, run.fingerprint(fingerprints), env, lock_fd)
-    return run.last_ckpt
+    prints, out = dict(fingerprints), {}
+    for name, overrides in stages.items():
+        label = f"--trainer.logger.init_args.name={folder.replace('/', '_')}_{name}"
+        run = StageRun(name, stage_configs(name, preset), [*extra[name], *overrides, label], root)
+        prints[name] = run.fingerprint(prints)
+        execute(run, prints[name], env, lock_fd)
+        out[name] = run.last_ckpt
+    return out
+
+
+def run_ablations(
+    workdir: Path, args: argparse.Namespace, fingerprints: dict[str, str], extra: dict[str, list[str]], env, lock_fd
+) -> tuple[dict[str, Path], dict[str, list[Path]]]:
+    """The Table 2 ablation rows (``--ablation``), their seeds (``--seeds``) and Ours-Ws/Fs (``--supervised``).
+
+    Seed 0 is the main run (its phase1/phase2 and the ablation rows beside it); seed k > 0 retrains phase1, phase2
+    and the ablation rows with ``--seed_everything=k`` (model initialisation, sampling of the L_ss transforms; the
+    upstream teacher, AAE and warm-up are shared, so the spread measures what these stages add).
+
+    Returns (extra rows for the main table, {row: [checkpoint per seed]}).
+    """
+    run = functools.partial(run_variant, preset=args.preset, fingerprints=fingerprints, extra=extra, env=env,
+                            lock_fd=lock_fd)  # fmt: skip
+    rows: dict[str, Path] = {}
+    seeds: dict[str, list[Path]] = {}
+    if args.ablation:
+        for row, overrides in ABLATION_ROWS.items():
+            rows[row] = run(workdir, f"ablation/{row}", {"phase1": overrides})["phase1"]
+        seeds = {row: [rows[row]] for row in ABLATION_ROWS}
+        seeds |= {stage: [workdir / "runs" / stage / "checkpoints" / "last.ckpt"] for stage in ("phase1", "phase2")}
+        for k in range(1, args.seeds):
+            seed = [f"--seed_everything={k}"]
+            for row, overrides in ABLATION_ROWS.items():
+                seeds[row].append(run(workdir, f"ablation/seed{k}/{row}", {"phase1": [*overrides, *seed]})["phase1"])
+            main_k = run(workdir, f"ablation/seed{k}/main", {"phase1": seed, "phase2": seed})
+            seeds["phase1"].append(main_k["phase1"])
+            seeds["phase2"].append(main_k["phase2"])
+    if args.supervised:
+        for row, overrides in SUPERVISED_ROWS.items():
+            rows[row] = run(workdir, f"supervised/{row}", {"phase1": overrides})["phase1"]
+    return rows, seeds
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -316,7 +379,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(part of the stage's fingerprint)",
     )
     parser.add_argument(
-        "--ablation", action="store_true", help="also run phase 1 without L_adapt (Table 2's '+ L_recon' row)"
+        "--ablation",
+        action="store_true",
+        help="also run Table 2's rows: phase 1 with L_distl only (as long as phase 1) and without L_adapt",
+    )
+    parser.add_argument(
+        "--seeds", type=int, default=1, help="with --ablation: seeds per row (mean +- std in the report)"
+    )
+    parser.add_argument(
+        "--supervised", action="store_true", help="also run Ours-Ws / Ours-Fs (phase 1 + L_2D / L_3D on target GT)"
     )
     parser.add_argument("--eval-images", type=int, default=128, help="size of the held-out target test set")
     return parser.parse_args(argv)
@@ -358,9 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with workdir_lock(workdir) as lock_fd:
             fingerprints = run_chain(workdir, args.preset, stages, extra, env, lock_fd)
-            extra_rows = {}
-            if args.ablation:
-                extra_rows["phase1_recon"] = run_ablation(workdir, args.preset, fingerprints, extra, env, lock_fd)
+            extra_rows, seed_rows = run_ablations(workdir, args, fingerprints, extra, env, lock_fd)
     finally:
         signal.signal(signal.SIGTERM, previous)
     print(f"[pipeline] stages done in {time.time() - start:.0f} s", flush=True)
@@ -379,8 +448,9 @@ def main(argv: list[str] | None = None) -> int:
         from lightning_mp3d.report import evaluate_chain
 
         evaluate_chain(
-            workdir / "runs", workdir / "results", args.preset, num_images=args.eval_images, extra_rows=extra_rows
-        )
+            workdir / "runs", workdir / "results", args.preset, num_images=args.eval_images, extra_rows=extra_rows,
+            seed_rows=seed_rows,
+        )  # fmt: skip
     return 0
 
 

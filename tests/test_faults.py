@@ -152,6 +152,7 @@ def test_a_dead_or_stopped_pipeline_takes_its_stage_down_which_saves_last_ckpt_f
         proc.wait(timeout=30)
         second = subprocess.run(pipeline_cmd(work), cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert second.returncode != 0 and f"another mp3d-pipeline (PID {proc.pid})" in second.stderr, second.stderr
+        assert "the pipeline is gone; a stage it started is still saving" in second.stderr
         assert not any(".old-" in p.name for p in (work / "runs").iterdir())  # nothing moved under the orphan
         os.kill(stage_pid, signal.SIGCONT)  # it now handles the SIGTERM the pipeline's death sent it
     out = proc.communicate(timeout=120)[0]  # EOF: the stage (which shares the pipe) has exited too

@@ -170,3 +170,20 @@ def test_malformed_mupots_annotations_name_the_file(tmp_path):
     scipy.io.savemat(ts / "annot.mat", {"annotations": cells})
     with pytest.raises(ValueError, match=r"TS1/annot\.mat: frame 0, person 0: joints must be 2x17"):
         load_sequence(ts)
+
+
+def test_truncated_garbage_or_mismatched_stage_checkpoints_are_errors_naming_the_file(
+    distill_checkpoint,  # noqa: F811
+    tmp_path,
+):
+    truncated, garbage, wide = tmp_path / "truncated.ckpt", tmp_path / "garbage.ckpt", tmp_path / "wide.ckpt"
+    truncated.write_bytes(distill_checkpoint.read_bytes()[:5000])
+    garbage.write_bytes(b"hello" * 100)  # torch.load: "KeyError: 101"
+    ckpt = torch.load(distill_checkpoint, map_location="cpu", weights_only=True)
+    ckpt["hyper_parameters"]["h_width"] = 2 * ckpt["hyper_parameters"]["h_width"]
+    torch.save(ckpt, wide)
+    for path in (truncated, garbage):
+        with pytest.raises(ValueError, match=rf"{path.name}' cannot be read \(\d+ bytes\): truncated, corrupt"):
+            PoseEstimator.from_stage_checkpoint(path)
+    with pytest.raises(ValueError, match=r"wide\.ckpt': H's weights do not fit the head rebuilt"):
+        PoseEstimator.from_stage_checkpoint(wide)

@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--g-hidden", type=int, default=None, help="G's hidden width (default: --width)")
     parser.add_argument("--g-skip", action="store_true", help="G's 1x1 skip from the maps to v~")
     parser.add_argument("--norm", action="store_true", help="GroupNorm in G and H")
+    parser.add_argument("--g-lr-scale", type=float, default=1.0, help="G's learning rate relative to H's (0: frozen)")
     parser.add_argument("--width", type=int, default=32, help="H width (= G hidden, = H fc channels)")
     parser.add_argument("--v-channels", type=int, default=144, help="C_v (144 = the tiny embedded teacher)")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -92,7 +93,10 @@ def main(argv: list[str] | None = None) -> dict:
         args.v_channels, width=args.width, fc_channels=args.width, readout_dilations=readout,
         window=args.window, window_channels=args.window_channels, norm=args.norm,
     )  # fmt: skip
-    opt = torch.optim.Adam([*g.parameters(), *h.parameters()], lr=args.lr)
+    groups = [{"params": list(h.parameters())}]
+    if args.g_lr_scale > 0 and not args.no_g:
+        groups.append({"params": list(g.parameters()), "lr": args.lr * args.g_lr_scale})
+    opt = torch.optim.Adam(groups, lr=args.lr)
     val_gen = torch.Generator().manual_seed(987654321)  # a seed no training stream uses
     val = [make_dsyn_batch(args.batch_size, val_gen) for _ in range(args.val_batches)]
     train_gen = torch.Generator().manual_seed(args.seed)

@@ -44,11 +44,18 @@ PROTOCOLS = (
 STUDENT_STAGES = ("distill", "phase1", "phase2")
 ROW_NAMES = {
     "teacher": "Teacher (stage 0, 2D only)",
-    "distill": "L_distl only (distill)",
+    "distill": "warm-up, L_distl (distill)",
+    "phase1_distl": "L_distl only (phase1 without L_recon, L_adapt)",
     "phase1_recon": "+ L_recon (phase1 without L_adapt)",
     "phase1": "+ L_recon + L_adapt (phase1)",
     "phase2": "+ L_ss (phase2)",
+    "ours_ws": "Ours-Ws (phase1 + L_2D on target GT)",
+    "ours_fs": "Ours-Fs (phase1 + L_3D on target GT)",
+    "mean_pose": "reference: mean pose (test GT mean, GT roots)",
+    "knn_lifting": "reference: k-NN lifting of exact GT 2D (D_syn bank)",
 }
+REFERENCE_ROWS = ("mean_pose", "knn_lifting")
+LEARNING = "learning"  # the diagnostics table's key in ``tables``
 
 
 def target_test_set(
@@ -68,6 +75,8 @@ def target_test_set(
                 "gt_poses": b["poses"],
                 "gt_2d": b["joints_2d"],
                 "gt_mask": b["mask"],
+                "gt_roots_px": b["roots_px"],
+                "gt_depth": b["depth"],
                 "sequence": torch.zeros(n, dtype=torch.long),
             }
         )
@@ -118,11 +127,117 @@ def student_metrics(predictions: list, batches: list[dict[str, torch.Tensor]], p
     }
 
 
+DETECTION_MATCH_PX = 16.0  # one output cell: a predicted root within 16 px of a GT root detects that person
+
+
+def match_roots(pred_px: torch.Tensor, pred_mask: torch.Tensor, gt_px: torch.Tensor, gt_mask: torch.Tensor,
+                max_px: float = DETECTION_MATCH_PX) -> torch.Tensor:  # fmt: skip
+    """Hungarian matching of predicted to GT root pixels per image, pairs farther than ``max_px`` dropped.
+
+    Args:
+        pred_px: (B, K, 2), pred_mask (B, K); gt_px (B, G, 2), gt_mask (B, G).
+
+    Returns:
+        (B, G) long index of the matched prediction, -1 where the GT person is missed.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    index = torch.full(gt_mask.shape, -1, dtype=torch.long)
+    dist = torch.cdist(gt_px.double(), pred_px.double())  # (B, G, K)
+    dist = dist.masked_fill(~gt_mask[:, :, None] | ~pred_mask[:, None, :], 1e9)
+    for i in range(dist.shape[0]):  # evaluation only: one small assignment per image
+        rows, cols = linear_sum_assignment(dist[i].numpy())
+        ok = dist[i, rows, cols] <= max_px
+        index[i, torch.as_tensor(rows[ok.numpy()])] = torch.as_tensor(cols[ok.numpy()])
+    return index
+
+
+@torch.no_grad()
+def people_diagnostics(predictions: list, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+    """Detection (root precision / recall within one cell, AP_root at 25 cm) and, on the detected people, the
+    learning diagnostics of ``metrics.diagnostics`` (root-relative MPJPE, canonical MPJPE, orientation, spread)."""
+    from lightning_mp3d.metrics import APRoot
+    from lightning_mp3d.metrics.diagnostics import pose_diagnostics
+
+    preds, gts, stats, ap = [], [], torch.zeros(3), APRoot()
+    for b, out in zip(batches, predictions, strict=True):
+        index = match_roots(out.root_px, out.mask, b["gt_roots_px"], b["gt_mask"])
+        matched = index >= 0
+        rows = torch.arange(index.shape[0])[:, None]
+        preds.append(out.poses[rows, index.clamp(min=0)][matched]), gts.append(b["gt_poses"][matched])
+        stats += torch.tensor([float(out.mask.sum()), float(matched.sum()), float(b["gt_mask"].sum())])
+        ap.update(out.poses[..., 0, :], out.confidence, out.mask, b["gt_poses"][..., 0, :], b["gt_mask"])
+    pred, gt = torch.cat(preds), torch.cat(gts)
+    d = pose_diagnostics(pred[None], gt[None], torch.ones(1, pred.shape[0], dtype=torch.bool))
+    n_pred, n_matched, n_gt = stats.tolist()
+    return {
+        "people_pred": n_pred,
+        "people_gt": n_gt,
+        "precision": 100 * n_matched / n_pred if n_pred else float("nan"),
+        "recall": 100 * n_matched / n_gt if n_gt else float("nan"),
+        "ap_root": 100 * float(ap.compute()),
+        "mpjpe_rel_detected": d.mpjpe_rel,
+        "canonical_mpjpe": d.canonical_mpjpe,
+        "orientation_deg": d.orientation_deg,
+        "spread_ratio": d.spread_ratio,
+        "mean_pose_mpjpe": d.mean_pose_mpjpe,
+        "mean_canonical_mpjpe": d.mean_canonical_mpjpe,
+    }
+
+
+def reference_predictions(batches: list[dict[str, torch.Tensor]], name: str, knn_bank: int = 100_000) -> list:
+    """Predictions of a reference predictor on the GT people (perfect detection, GT roots and depths):
+    ``mean_pose`` (the test set's own mean root-relative pose) or ``knn_lifting`` (``baselines.KNNLifting``)."""
+    from lightning_mp3d.baselines import KNNLifting
+    from lightning_mp3d.inference import Prediction
+
+    all_gt = torch.cat([b["gt_poses"][b["gt_mask"]] for b in batches])
+    rel_mean = (all_gt - all_gt[:, :1]).mean(0)
+    knn = KNNLifting(num_people=knn_bank) if name == "knn_lifting" else None
+    out = []
+    for b in batches:
+        gt, mask = b["gt_poses"], b["gt_mask"]
+        root = gt[..., :1, :]
+        if knn is None:
+            poses = rel_mean.expand_as(gt) + root
+        else:
+            poses = torch.zeros_like(gt)
+            poses[mask] = knn(b["gt_2d"][mask], b["gt_depth"][mask]) + root[mask]
+        out.append(Prediction(poses, b["gt_2d"], mask.float(), mask, b["gt_roots_px"]))
+    return out
+
+
 def _markdown(tables: dict[str, dict[str, dict[str, float]]], num_images: int, preset: str) -> str:
     def f(v: float | None) -> str:
         return "–" if v is None or v != v else f"{v:.1f}"
 
     lines = [f"# Target-domain results ({preset} preset, {num_images} held-out rendered images)", ""]
+    lines += [
+        "## Does the student estimate 3D people? Detection and learning diagnostics",
+        "",
+        f"People matched to GT by their root pixels (Hungarian, within {DETECTION_MATCH_PX:g} px = one output cell).",
+        "MPJPE: root-relative camera frame, detected people; canonical: in each person's own body frame (the",
+        "articulated pose); orientation: angle between the predicted and true body frames; spread: how much the",
+        "predicted poses differ from person to person, relative to the GT's (0 = one pose for everybody). The",
+        "reference rows use GT people, roots and depths (perfect detection).",
+        "",
+        "| row | people pred / GT | precision ↑ | recall ↑ | AP_root ↑ | MPJPE mm ↓ | canonical mm ↓ | orientation ° ↓ "
+        "| spread pred/GT |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, m in tables.get(LEARNING, {}).items():
+        lines.append(
+            f"| {ROW_NAMES.get(name, name)} | {m['people_pred']:.0f} / {m['people_gt']:.0f} | {f(m['precision'])} | "
+            f"{f(m['recall'])} | {f(m['ap_root'])} | {f(m['mpjpe_rel_detected'])} | {f(m['canonical_mpjpe'])} | "
+            f"{f(m['orientation_deg'])} | {m['spread_ratio']:.2f} |"
+        )
+    if tables.get(LEARNING):
+        any_row = next(iter(tables[LEARNING].values()))
+        lines += [
+            "",
+            f"Mean canonical pose of the GT: {f(any_row['mean_canonical_mpjpe'])} mm canonical MPJPE.",
+            "",
+        ]
     for protocol in PROTOCOLS:
         lines += [
             f"## {protocol.name}: person matching box {protocol.match_px:g} px, 2D-PCK {protocol.pck2d_px:.2f} px",
@@ -150,7 +265,7 @@ def _plot_rows(rows: dict[str, dict[str, float]], path: Path, title: str) -> Non
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [n for n in rows if n != "teacher"]
+    names = [n for n in rows if n != "teacher" and n not in REFERENCE_ROWS]
     keys = ("pck3d_rel", "pck3d_abs_250", "pck2d")
     fig, ax = plt.subplots(figsize=(7, 3.5))
     width = 0.8 / len(keys)
@@ -176,20 +291,73 @@ def _plot_examples(estimator: torch.nn.Module, batch: dict[str, torch.Tensor], p
     plt.close(fig)
 
 
+SEED_METRICS = (  # (key, table, metric, header)
+    ("pck3d_rel", "grid scale", "pck3d_rel", "3DPCK_rel (grid) ↑"),
+    ("mpjpe", LEARNING, "mpjpe_rel_detected", "MPJPE mm ↓"),
+    ("canonical", LEARNING, "canonical_mpjpe", "canonical mm ↓"),
+    ("orientation", LEARNING, "orientation_deg", "orientation ° ↓"),
+    ("spread", LEARNING, "spread_ratio", "spread pred/GT"),
+    ("precision", LEARNING, "precision", "precision ↑"),
+    ("recall", LEARNING, "recall", "recall ↑"),
+)
+
+
+def seed_summary(per_seed: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, list[float]]]:
+    """{row: [metrics of each seed]} -> {row: {key: [mean, std, n]}} (std with n - 1; 0 for one seed)."""
+    out = {}
+    for row, runs in per_seed.items():
+        out[row] = {}
+        for key, *_ in SEED_METRICS:
+            values = torch.tensor([r[key] for r in runs], dtype=torch.float64)
+            std = float(values.std()) if len(values) > 1 else 0.0
+            out[row][key] = [float(values.mean()), std, len(values)]
+    return out
+
+
+def _seed_markdown(summary: dict[str, dict[str, list[float]]]) -> str:
+    lines = [
+        "## Table 2 ablation over seeds (mean ± std)",
+        "",
+        "| row | seeds | " + " | ".join(h for *_, h in SEED_METRICS) + " |",
+        "|---|---|" + "---|" * len(SEED_METRICS),
+    ]
+    for row, m in summary.items():
+        cells = " | ".join(f"{m[k][0]:.1f} ± {m[k][1]:.1f}" if k != "spread" else f"{m[k][0]:.2f} ± {m[k][1]:.2f}"
+                           for k, *_ in SEED_METRICS)  # fmt: skip
+        lines.append(f"| {ROW_NAMES.get(row, row)} | {m['pck3d_rel'][2]:.0f} | {cells} |")
+    rows = list(summary)
+    notes = []
+    for a, b in zip(rows, rows[1:], strict=False):
+        for key in ("pck3d_rel", "canonical"):
+            (ma, sa, _), (mb, sb, _) = summary[a][key], summary[b][key]
+            beyond = abs(mb - ma) > max(sa, sb)
+            notes.append(f"{ROW_NAMES.get(b, b)} vs {ROW_NAMES.get(a, a)}, {key}: {mb - ma:+.1f} "
+                         f"({'beyond' if beyond else 'within'} one std)")  # fmt: skip
+    return "\n".join([*lines, "", *[f"- {n}" for n in notes], ""])
+
+
 def evaluate_chain(
-    runs: Path, results: Path, preset: str = "tiny", num_images: int = 128, extra_rows: dict[str, Path] | None = None
+    runs: Path,
+    results: Path,
+    preset: str = "tiny",
+    num_images: int = 128,
+    extra_rows: dict[str, Path] | None = None,
+    seed_rows: dict[str, list[Path]] | None = None,
+    knn_bank: int = 100_000,
 ) -> dict[str, dict[str, dict[str, float]]]:
     """Evaluate the teacher and every trained student stage under ``runs``; write the tables to ``results``.
 
-    ``extra_rows`` adds ablation checkpoints (row name -> student checkpoint), placed before the stage they vary.
-    Returns ``{protocol name: {row: {metric: value}}}``.
+    ``extra_rows`` adds ablation checkpoints (row name -> student checkpoint), placed before the stage they vary;
+    ``seed_rows`` (row -> one checkpoint per seed) adds the mean ± std table of the Table 2 ablation; ``knn_bank``
+    is the D_syn bank size of the k-NN lifting reference.
+    Returns ``{protocol name: {row: {metric: value}}}`` (plus the ``learning`` diagnostics and ``seeds`` summary).
     """
     from lightning_mp3d.inference import PoseEstimator
     from lightning_mp3d.models.teacher import load_teacher
 
     results.mkdir(parents=True, exist_ok=True)
     batches = target_test_set(num_images)
-    tables: dict[str, dict[str, dict[str, float]]] = {p.name: {} for p in PROTOCOLS}
+    tables: dict[str, dict[str, dict[str, float]]] = {p.name: {} for p in PROTOCOLS} | {LEARNING: {}}
     teacher_ckpt = runs / "teacher" / "checkpoints" / "last.ckpt"
     if teacher_ckpt.is_file():
         teacher = load_teacher(teacher_ckpt)
@@ -201,16 +369,34 @@ def evaluate_chain(
         order = list(rows)
         at = order.index(name.split("_")[0]) if name.split("_")[0] in order else len(order)
         rows = dict([*list(rows.items())[:at], (name, Path(path)), *list(rows.items())[at:]])
+
+    def score(row: str, predictions: list) -> None:
+        for protocol in PROTOCOLS:
+            tables[protocol.name][row] = student_metrics(predictions, batches, protocol)
+        tables[LEARNING][row] = people_diagnostics(predictions, batches)
+
     for stage, ckpt in rows.items():
         if ckpt.is_file():
             last_estimator = PoseEstimator.from_stage_checkpoint(ckpt)
             with torch.no_grad():
-                predictions = [last_estimator(b["image"]) for b in batches]
-            for protocol in PROTOCOLS:
-                tables[protocol.name][stage] = student_metrics(predictions, batches, protocol)
+                score(stage, [last_estimator(b["image"]) for b in batches])
     if not any(tables.values()):
         raise FileNotFoundError(f"no trained stage under {runs}/<stage>/checkpoints/last.ckpt")
+    for name in REFERENCE_ROWS:
+        score(name, reference_predictions(batches, name, knn_bank))
     md = _markdown(tables, num_images, preset)
+    if seed_rows:
+        per_seed: dict[str, list[dict[str, float]]] = {}
+        for row, ckpts in seed_rows.items():
+            for ckpt in ckpts:
+                estimator = PoseEstimator.from_stage_checkpoint(ckpt)
+                with torch.no_grad():
+                    predictions = [estimator(b["image"]) for b in batches]
+                found = {LEARNING: people_diagnostics(predictions, batches)}
+                found["grid scale"] = student_metrics(predictions, batches, PROTOCOLS[-1])
+                per_seed.setdefault(row, []).append({k: found[t][m] for k, t, m, _ in SEED_METRICS})
+        tables["seeds"] = seed_summary(per_seed)
+        md += "\n" + _seed_markdown(tables["seeds"])
     write_text_atomic(results / "results.md", md)
     record = {"preset": preset, "num_images": num_images, "protocols": [p._asdict() for p in PROTOCOLS]}
     write_text_atomic(results / "results.json", json.dumps({**record, "tables": tables}, indent=2))

@@ -147,13 +147,22 @@ def test_chain_report_writes_tables_for_both_protocols(distill_checkpoint, tmp_p
     from lightning_mp3d.report import PROTOCOLS, evaluate_chain
 
     runs = distill_checkpoint.parents[2]  # <root>/distill/checkpoints/last.ckpt
-    tables = evaluate_chain(runs, tmp_path / "results", preset="test", num_images=4)
+    seeds = {"distill": [distill_checkpoint, distill_checkpoint]}
+    tables = evaluate_chain(runs, tmp_path / "results", preset="test", num_images=4, seed_rows=seeds, knn_bank=3000)
     for protocol in PROTOCOLS:
         row = tables[protocol.name]["distill"]
         assert 0.0 <= row["pck3d_rel"] <= 100.0 and 0.0 <= row["pck2d"] <= 100.0
+    learning = tables["learning"]
+    assert set(learning) == {"distill", "mean_pose", "knn_lifting"}
+    mean = learning["mean_pose"]
+    assert mean["precision"] == 100 and mean["recall"] == 100 and mean["spread_ratio"] < 1e-3  # GT people, one pose
+    assert mean["mpjpe_rel_detected"] == pytest.approx(mean["mean_pose_mpjpe"], rel=1e-4)
+    assert learning["knn_lifting"]["mpjpe_rel_detected"] < mean["mpjpe_rel_detected"]  # exact 2D beats no 2D
+    assert tables["seeds"]["distill"]["pck3d_rel"][1] == 0.0  # the same checkpoint twice: no spread
     md = (tmp_path / "results" / "results.md").read_text()
-    assert "scaled official" in md and "grid scale" in md and "L_distl only" in md
+    assert "scaled official" in md and "grid scale" in md and "L_distl" in md and "mean ± std" in md
+    assert "k-NN lifting" in md and "orientation" in md
     record = json.loads((tmp_path / "results" / "results.json").read_text())
-    assert record["num_images"] == 4 and set(record["tables"]) == {p.name for p in PROTOCOLS}
+    assert record["num_images"] == 4 and set(record["tables"]) == {p.name for p in PROTOCOLS} | {"learning", "seeds"}
     assert (tmp_path / "results" / "results.png").stat().st_size > 0
     assert (tmp_path / "results" / "examples.png").stat().st_size > 0

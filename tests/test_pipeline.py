@@ -13,7 +13,7 @@ import json, pathlib, sys
 args = sys.argv[1:]
 stage = next(pathlib.Path(a).stem.removeprefix("stage_") for a in args if a.endswith(".yaml"))
 with open("calls.jsonl", "a") as f:
-    f.write(json.dumps({"stage": stage, "args": args}) + "\\n")
+    f.write(json.dumps({"stage": stage, "args": args, "cwd": str(pathlib.Path.cwd())}) + "\\n")
 if stage == FAIL_STAGE:
     sys.exit(3)
 ckpt = pathlib.Path("runs", stage, "checkpoints", "last.ckpt")
@@ -110,13 +110,34 @@ def test_bad_arguments_are_clear_errors(tmp_path):
         pipeline.stage_configs("aae", "nano")
 
 
-def test_ablation_runs_phase1_without_adapt_from_the_main_distill(fake_fit):
-    run(fake_fit.work, "--ablation")
-    calls = fake_fit()
-    assert [c["stage"] for c in calls] == [*pipeline.STAGES, "phase1"]
-    assert "--model.init_args.use_adapt=false" in calls[-1]["args"]
-    root = fake_fit.work / "ablation" / "recon_only"
+def test_ablation_seeds_and_supervised_rows_chain_from_the_main_run(fake_fit):
+    run(fake_fit.work, "--ablation", "--seeds", "2", "--supervised")
+    work = fake_fit.work
+    by_folder: dict[str, list] = {}
+    for c in fake_fit():
+        by_folder.setdefault(str(Path(c["cwd"]).relative_to(work)), []).append(c)
+    assert [c["stage"] for c in by_folder["."]] == list(pipeline.STAGES)
+    expected = {
+        "ablation/phase1_distl": (
+            ["phase1"],
+            ["--model.init_args.use_recon=false", "--model.init_args.use_adapt=false"],
+        ),
+        "ablation/phase1_recon": (["phase1"], ["--model.init_args.use_adapt=false"]),
+        "ablation/seed1/phase1_distl": (["phase1"], ["--model.init_args.use_recon=false", "--seed_everything=1"]),
+        "ablation/seed1/phase1_recon": (["phase1"], ["--model.init_args.use_adapt=false", "--seed_everything=1"]),
+        "ablation/seed1/main": (["phase1", "phase2"], ["--seed_everything=1"]),
+        "supervised/ours_ws": (["phase1"], ["--model.init_args.use_weak_2d=true"]),
+        "supervised/ours_fs": (["phase1"], ["--model.init_args.use_full_3d=true"]),
+    }
+    assert set(by_folder) == {".", *expected}
+    for folder, (stages, flags) in expected.items():
+        assert [c["stage"] for c in by_folder[folder]] == stages, folder
+        assert all(f in c["args"] for c in by_folder[folder] for f in flags), folder
+        assert all(("--seed_everything=1" in c["args"]) == ("seed1" in folder) for c in by_folder[folder])
+    root = work / "ablation" / "phase1_recon"
     assert (root / "runs" / "phase1" / "checkpoints" / "last.ckpt").is_file()
-    assert (root / "runs" / "distill").resolve() == (fake_fit.work / "runs" / "distill").resolve()
-    run(fake_fit.work, "--ablation")
+    assert (root / "runs" / "distill").resolve() == (work / "runs" / "distill").resolve()
+    seed_main = work / "ablation" / "seed1" / "main" / "runs"
+    assert not (seed_main / "phase1").is_symlink() and (seed_main / "phase2" / "checkpoints" / "last.ckpt").is_file()
+    run(fake_fit.work, "--ablation", "--seeds", "2", "--supervised")
     assert fake_fit() == []

@@ -45,7 +45,7 @@ from lightning_mp3d.atomic import write_text_atomic
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 STAGES = ("teacher", "aae", "distill", "phase1", "phase2")
 UPSTREAM = {"teacher": (), "aae": (), "distill": ("teacher", "aae"), "phase1": ("distill",), "phase2": ("phase1",)}
-PRESETS = ("tiny", "paper")
+PRESETS = ("tiny", "cpu", "paper")
 
 
 @dataclass
@@ -81,16 +81,20 @@ class StageRun:
         return digest.hexdigest()[:16]
 
 
+PRESET_LAYERS = {"tiny": ("tiny",), "cpu": ("tiny", "cpu"), "paper": ()}  # override folders, applied in order
+
+
 def stage_configs(name: str, preset: str) -> list[Path]:
-    """The config files of a stage under a preset: the default YAML, then the preset's overrides if any."""
+    """The config files of a stage under a preset: the default YAML, then the preset's override layers (``cpu``
+    is the ``tiny`` preset with longer schedules on top)."""
     base = CONFIG_DIR / f"stage_{name}.yaml"
     if not base.is_file():
         raise FileNotFoundError(f"stage config {base} is missing")
     configs = [base]
-    preset_file = CONFIG_DIR / preset / f"stage_{name}.yaml"
-    if preset != "paper" and not preset_file.is_file():
-        raise FileNotFoundError(f"preset {preset!r} has no overrides for stage {name!r}: expected {preset_file}")
-    if preset_file.is_file():
+    for layer in PRESET_LAYERS.get(preset, (preset,)):
+        preset_file = CONFIG_DIR / layer / f"stage_{name}.yaml"
+        if not preset_file.is_file():
+            raise FileNotFoundError(f"preset {preset!r} has no overrides for stage {name!r}: expected {preset_file}")
         configs.append(preset_file)
     return configs
 
@@ -359,7 +363,10 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="mp3d-pipeline", description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--preset", choices=PRESETS, default="tiny", help="tiny: this CPU in ~15 min; paper: GPU schedule"
+        "--preset",
+        choices=PRESETS,
+        default="tiny",
+        help="tiny: a 2-core CPU in <= 15 min; cpu: <= 60 min, the student learns; paper: GPU schedule",
     )
     parser.add_argument("--workdir", type=Path, default=Path("."), help="folder holding runs/ and results/")
     parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of " + ",".join(STAGES))

@@ -48,10 +48,11 @@ def test_every_config_prints_and_instantiates(config, tmp_path, monkeypatch):
     tiny = ROOT / "configs" / "tiny" / config.name
     out = run_module("fit", "--config", str(config), "--config", str(tiny), "--print_config", check=True).stdout
     assert "class_path: lightning_mp3d." in out
-    cli = cli_main(
-        ["--config", str(config), "--config", str(ROOT / "configs" / "tiny" / config.name), "--trainer.logger=false"],
-        run=False,
-    )
+    from lightning_mp3d.pipeline import stage_configs
+
+    layers = stage_configs(config.stem.removeprefix("stage_"), "cpu")  # default, tiny/, cpu/ (tiny is printed above)
+    assert [p.parent.name for p in layers] == ["configs", "tiny", "cpu"]
+    cli = cli_main([arg for p in layers for arg in ("--config", str(p))] + ["--trainer.logger=false"], run=False)
     assert type(cli.model).__module__.startswith("lightning_mp3d.systems")
     assert type(cli.datamodule).__module__.startswith("lightning_mp3d.datamodules")
 

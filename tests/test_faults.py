@@ -106,7 +106,7 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
 def test_a_stage_killed_by_sigkill_resumes_from_its_periodic_checkpoint_and_ends_with_the_uninterrupted_weights(
     tmp_path, monkeypatch
 ):
-    total, every = 3 * 120, 3 * 10  # 120 batches, last.ckpt every 10
+    total, every = 3 * 60, 3 * 10  # 60 batches, last.ckpt every 10
     shrink = small_aae(tmp_path, total, every)
     whole = tmp_path / "whole"  # the reference: the same stage, uninterrupted (in-process: one start-up less)
     whole.mkdir()

@@ -83,7 +83,7 @@ def wait_for(path: Path, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while not path.is_file():
         assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.05)
+        time.sleep(0.01)
 
 
 def alive(pid: int) -> bool:

@@ -38,11 +38,18 @@ def _ids(params):
     return {id(p) for p in params}
 
 
+def _all_params(opt):
+    return {id(p) for group in opt["optimizer"].param_groups for p in group["params"]}
+
+
 def test_optimizers_hold_exactly_their_modules(frozen):
-    p1 = _system(Phase1Alignment, frozen)
+    p1 = _system(Phase1Alignment, frozen, lr=1e-3, g_lr_scale=0.1)
     g, h = _ids(p1.g.parameters()), _ids(p1.h.parameters())
-    recon, distl, adapt = [_ids(o["optimizer"].param_groups[0]["params"]) for o in p1.configure_optimizers()]
+    opts = p1.configure_optimizers()
+    recon, distl, adapt = [_all_params(o) for o in opts]
     assert recon == g | h and distl == h and adapt == g
+    rates = {frozenset(_ids(grp["params"])): grp["lr"] for o in opts for grp in o["optimizer"].param_groups}
+    assert rates == {frozenset(h): 1e-3, frozenset(g): pytest.approx(1e-4)}  # G at g_lr_scale x lr in both
     p2 = _system(Phase2SelfSupervised, frozen)
     h2 = _ids(p2.h.parameters())
     assert all(_ids(o["optimizer"].param_groups[0]["params"]) == h2 for o in p2.configure_optimizers())

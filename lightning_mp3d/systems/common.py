@@ -95,6 +95,9 @@ class CrossModalStage(LightningModule):
             None is the paper's ``{"recon": 1.0}`` (L_recon alone). Our additions: ``recon_rel``, ``log_depth``,
             ``reproj``, ``canonical``, ``rotation``.
         g_options: extra ``PoseMapEncoder`` arguments (our additions ``skip``, ``norm``); None = the paper's G.
+        g_lr_scale: G's learning rate relative to ``lr`` (1 in the paper). Below 1 G adapts more slowly than H: when
+            both change at the same rate from scratch, H never learns the articulated pose from G's moving output
+            (benchmarks/bench_learning.py: canonical error at the mean-pose level with 1, below it with 0.1).
         h_options: extra ``SceneHead`` arguments (our additions ``readout_dilations``, ``window``,
             ``window_channels``, ``norm``); None = the paper's H.
     """
@@ -131,6 +134,7 @@ class CrossModalStage(LightningModule):
         ss_detach_depth: bool = False,
         recon_terms: dict[str, float] | None = None,
         g_options: dict[str, Any] | None = None,
+        g_lr_scale: float = 1.0,
         h_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -248,7 +252,13 @@ class CrossModalStage(LightningModule):
 
     # ------------------------------------------------------------------------------------------------ optimizers
     def _adam(self, params: list[torch.nn.Parameter]) -> dict[str, Any]:
-        opt = torch.optim.Adam(params, lr=self.hparams.lr)
+        """Adam over ``params`` (G's parameters at ``g_lr_scale`` times the rate) with the step-drop schedule."""
+        g_ids = {id(p) for p in self.g.parameters()} if self.g is not None else set()
+        groups = [{"params": [p for p in params if id(p) not in g_ids]}]
+        groups.append(
+            {"params": [p for p in params if id(p) in g_ids], "lr": self.hparams.lr * self.hparams.g_lr_scale}
+        )
+        opt = torch.optim.Adam([grp for grp in groups if grp["params"]], lr=self.hparams.lr)
         drop, ratio = self.hparams.lr_drop_iteration, self.hparams.lr_after / self.hparams.lr
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: 1.0 if drop is None or it < drop else ratio)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
@@ -364,8 +374,13 @@ class CrossModalStage(LightningModule):
         scene_prime = self.decoder(s_prime, cells, mask, roots_px)
         losses = {
             "ss": self_supervised_loss(
-                scene.keypoints, scene_prime.keypoints, transform, mask, images.shape[-1],
-                scene.depth, scene_prime.depth,
+                scene.keypoints,
+                scene_prime.keypoints,
+                transform,
+                mask,
+                images.shape[-1],
+                scene.depth,
+                scene_prime.depth,
             ),  # fmt: skip
             "root_image": self.root_loss(s, t.cells, t.mask),
         }

@@ -42,7 +42,7 @@ from pathlib import Path
 
 from lightning_mp3d.atomic import write_text_atomic
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # the packaged configs (a link to ../configs here)
 STAGES = ("teacher", "aae", "distill", "phase1", "phase2")
 UPSTREAM = {"teacher": (), "aae": (), "distill": ("teacher", "aae"), "phase1": ("distill",), "phase2": ("phase1",)}
 PRESETS = ("tiny", "cpu", "paper")

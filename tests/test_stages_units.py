@@ -132,3 +132,30 @@ def test_detach_depth_cuts_only_the_depth_channel():
     torch.testing.assert_close(out, s)
     out.sum().backward()
     assert (s.grad[:, :39] == 1).all() and (s.grad[:, 39] == 0).all()
+
+
+def test_unreadable_or_mismatched_upstream_checkpoints_are_errors_naming_the_file(frozen, tmp_path):
+    from lightning_mp3d.models.teacher import load_teacher
+
+    teacher, _ = frozen
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(teacher.read_bytes()[:300])
+    with pytest.raises(ValueError, match="truncated.ckpt.*cannot be read"):
+        load_teacher(truncated)
+    p1 = _system(Phase1Alignment, frozen)
+    with pytest.raises(ValueError, match="truncated.ckpt.*cannot be read"):
+        p1.load_previous_stage(truncated)
+    teacher_ckpt, aae_ckpt = frozen
+    wide = DistillationWarmup(teacher_checkpoint=str(teacher_ckpt), aae_checkpoint=str(aae_ckpt), h_width=16)
+    wide.build()  # phase 1 here has h_width 8
+    info = {"stage": "distill", "v_channels": int(p1.teacher.v_channels)}
+    ckpt = {"state_dict": wide.state_dict(), "lightning_mp3d_stage": info}
+    torch.save(ckpt, tmp_path / "wide.ckpt")
+    with pytest.raises(ValueError, match="wide.ckpt.*widths differ"):
+        p1.load_previous_stage(tmp_path / "wide.ckpt")
+    nan_teacher = torch.load(teacher, weights_only=True)
+    key = next(k for k in nan_teacher["state_dict"] if k.startswith("teacher."))
+    nan_teacher["state_dict"][key] = torch.full_like(nan_teacher["state_dict"][key], float("nan"))
+    torch.save(nan_teacher, tmp_path / "nan_teacher.ckpt")
+    with pytest.raises(ValueError, match="nan_teacher.ckpt"):
+        load_teacher(tmp_path / "nan_teacher.ckpt")

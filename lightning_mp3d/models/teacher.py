@@ -295,8 +295,10 @@ def load_teacher(path: str | Path, **kwargs: float) -> Teacher:
         )
     if path.suffix == ".pth":
         return OpenPoseTeacher(path, **kwargs).freeze()
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+    from lightning_mp3d.checkpoint_io import read_checkpoint, require_finite
+
+    ckpt = read_checkpoint(path, "teacher checkpoint")  # a truncated/garbage file: an error naming it
+    if "state_dict" not in ckpt:
         raise ValueError(f"{str(path)!r} is not a Lightning checkpoint (no 'state_dict')")
     hparams = ckpt.get("hyper_parameters", {})
     state = {k[len("teacher.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("teacher.")}
@@ -305,6 +307,7 @@ def load_teacher(path: str | Path, **kwargs: float) -> Teacher:
             f"{str(path)!r} is not a stage-0 TeacherPretraining checkpoint (needs hyper-parameter "
             f"'width' and 'teacher.*' weights; found hyper-parameters {sorted(hparams)})"
         )
+    require_finite(state, path)  # a diverged teacher would make every later stage learn from NaN maps
     opts = {"peak_threshold": hparams.get("peak_threshold", 0.1), **kwargs}
     teacher = EmbeddedTeacher(width=hparams["width"], **opts)
     try:

@@ -20,6 +20,7 @@ import torch
 from pytorch_lightning import LightningModule
 
 from lightning_mp3d.callbacks.finite import NonFiniteError
+from lightning_mp3d.checkpoint_io import read_checkpoint
 from lightning_mp3d.geometry import pixel_to_grid
 from lightning_mp3d.grouping import GroupedPeople
 from lightning_mp3d.inference import Prediction, decode_people
@@ -52,8 +53,7 @@ class ImageTargets(NamedTuple):
 
 def stage_checkpoint_info(path: str | Path) -> dict[str, Any]:
     """Read ``lightning_mp3d_stage`` of a student-stage checkpoint (weights_only load)."""
-    ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
-    return ckpt.get(STAGE_KEY, {}) if isinstance(ckpt, dict) else {}
+    return read_checkpoint(path, "stage checkpoint").get(STAGE_KEY, {})
 
 
 def _detach_depth(s: torch.Tensor) -> torch.Tensor:
@@ -201,8 +201,8 @@ class CrossModalStage(LightningModule):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"init_from: no file at {str(path)!r} (expected a '{self.init_stage}' checkpoint)")
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        info = ckpt.get(STAGE_KEY) if isinstance(ckpt, dict) else None
+        ckpt = read_checkpoint(path, "init_from")
+        info = ckpt.get(STAGE_KEY)
         if not info or "state_dict" not in ckpt:
             raise ValueError(f"init_from: {str(path)!r} is not a student-stage checkpoint (no '{STAGE_KEY}')")
         if self.init_stage is not None and info.get("stage") != self.init_stage:
@@ -222,7 +222,13 @@ class CrossModalStage(LightningModule):
                 raise ValueError(
                     f"init_from: {str(path)!r} has no '{name}.*' weights (expected a '{self.init_stage}' stage)"
                 )
-            result = module.load_state_dict(sub, strict=False)
+            try:  # strict=False still raises on a shape mismatch
+                result = module.load_state_dict(sub, strict=False)
+            except RuntimeError as err:
+                raise ValueError(
+                    f"init_from: {str(path)!r} '{name}' weights do not fit (widths differ from the config?): "
+                    f"{str(err).splitlines()[-1].strip()}"
+                ) from None
             if result.missing_keys or result.unexpected_keys:
                 raise ValueError(
                     f"init_from: {str(path)!r} '{name}' weights do not match: missing {result.missing_keys}, "

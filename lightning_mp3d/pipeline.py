@@ -86,16 +86,18 @@ PRESET_LAYERS = {"tiny": ("tiny",), "cpu": ("tiny", "cpu"), "paper": ()}  # over
 
 def stage_configs(name: str, preset: str) -> list[Path]:
     """The config files of a stage under a preset: the default YAML, then the preset's override layers (``cpu``
-    is the ``tiny`` preset with longer schedules on top)."""
+    is the ``tiny`` preset with longer schedules on top, for the stages it lists: a stage it leaves alone has the
+    same configs, hence the same fingerprint, as under ``tiny``, so ``--preset cpu`` reuses it from a tiny run)."""
     base = CONFIG_DIR / f"stage_{name}.yaml"
     if not base.is_file():
         raise FileNotFoundError(f"stage config {base} is missing")
     configs = [base]
-    for layer in PRESET_LAYERS.get(preset, (preset,)):
+    for k, layer in enumerate(PRESET_LAYERS.get(preset, (preset,))):
         preset_file = CONFIG_DIR / layer / f"stage_{name}.yaml"
-        if not preset_file.is_file():
+        if preset_file.is_file():
+            configs.append(preset_file)
+        elif k == 0:  # the first layer is the preset itself; later ones may leave a stage as it is
             raise FileNotFoundError(f"preset {preset!r} has no overrides for stage {name!r}: expected {preset_file}")
-        configs.append(preset_file)
     return configs
 
 

@@ -60,7 +60,7 @@ class LastCheckpoint(ModelCheckpoint):
         every_minutes: refresh after this many minutes of training (0: never by time).
         save_top_k: as ``ModelCheckpoint`` (0: only ``last.ckpt``).
         kwargs: other ``ModelCheckpoint`` arguments (``monitor``, ...); ``save_last`` and ``enable_version_counter``
-            are fixed.
+            are fixed, and the two arguments above replace its ``every_n_train_steps``/``train_time_interval``.
     """
 
     def __init__(

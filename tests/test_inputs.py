@@ -144,6 +144,10 @@ def test_degenerate_or_unreadable_mocap_files_are_refused_naming_the_file(tmp_pa
     truncated.write_bytes((tmp_path / "fine.npz").read_bytes()[:100])
     with pytest.raises(ValueError, match=r"truncated\.npz: cannot read the pose file"):
         load_pose_file(truncated)
+    garbage = tmp_path / "garbage.npy"
+    garbage.write_bytes(b"not a numpy file")  # NumPy: "This file contains pickled (object) data", no file named
+    with pytest.raises(ValueError, match=r"garbage\.npy: cannot read the pose file"):
+        load_pose_file(garbage)
     with pytest.raises(ValueError, match=r"wrong\.npz: poses in 'ours' order must be \(N, 15, 3\)"):
         load_pose_file(_save_npz(tmp_path / "wrong.npz", poses.numpy()[:, :14]), joint_order="ours")
 

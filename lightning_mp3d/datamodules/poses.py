@@ -66,7 +66,9 @@ def load_pose_file(path: str | Path, joint_order: str = "auto") -> torch.Tensor:
         raise FileNotFoundError(f"pose file not found: {path}")
     try:
         poses, joint_order = _read_pose_array(path, joint_order)
-    except (OSError, EOFError, RuntimeError, zipfile.BadZipFile, pickle.UnpicklingError) as err:
+    except (ValueError, OSError, EOFError, RuntimeError, zipfile.BadZipFile, pickle.UnpicklingError) as err:
+        if isinstance(err, ValueError) and str(path) in str(err):  # already ours, naming the file
+            raise
         raise ValueError(f"{path}: cannot read the pose file ({type(err).__name__}: {err})") from None
     if joint_order == "auto":
         by_count = {v: k for k, v in _JOINTS_OF_ORDER.items()}

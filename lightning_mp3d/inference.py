@@ -4,8 +4,15 @@ Roots come from NMS on H's root heatmap (Cao et al.'s peak finding, ``roots.find
 cell by the confidence-weighted centroid of the 3x3 neighbourhood (a peak between two cells lands between them), then M
 decodes each root: pool phi, c, d at the root cell -> frozen Ψ -> FK -> T_R -> T_G -> P̂, and T_K -> 2D.
 
-``PoseEstimator.from_stage_checkpoint(path)`` rebuilds it from a distill/phase1/phase2 checkpoint: H from the
+``PoseEstimator.from_stage_checkpoint(path)`` rebuilds it from a distill/phase1/phase2/refine checkpoint: H from the
 checkpoint, the frozen teacher E and Ψ from the checkpoints that stage names (overridable).
+
+Two-stage refinement (paper 4.3, Fig. 6; ``refine=True``, a refine-stage checkpoint): stage 1 above is the person
+detector; every detected person is cropped (``crops.person_crops``: centred at its root, zoomed by its depth), all crops
+of a batch go through E and H' in one call, and M decodes H' at the crop's root cell in the crop's virtual camera,
+mapped back to the image's camera (``refine_people``). Rule: each person's root-relative pose is H''s; the root pixel
+is stage 1's (crops are centred on it, so H' never learns to move it); the root depth is H''s where H''s root
+probability at that cell reaches the threshold (H' sees a person's root there), else stage 1's.
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ import torch
 import torch.nn.functional as nnf
 from torch import nn
 
+from lightning_mp3d.crops import DEFAULT_CROP_DEPTH_MM, crop_images, person_crops, to_crop_pixels, to_image_camera
+from lightning_mp3d.geometry import pixel_to_grid, project
 from lightning_mp3d.models.scene_decoder import SceneDecoder
 from lightning_mp3d.models.student import ROOT_CHANNEL, STAGE_KEY, SceneHead, build_scene_head
 from lightning_mp3d.roots import find_roots
@@ -68,7 +77,7 @@ def _resolve(recorded: str, stage_checkpoint: Path) -> Path:
 
 
 def decode_people(
-    s: torch.Tensor, scene_decoder: SceneDecoder, threshold: float = 0.3, max_people: int = 8, refine: bool = True
+    s: torch.Tensor, scene_decoder: SceneDecoder, threshold: float = 0.3, max_people: int = 8, subcell: bool = True
 ) -> Prediction:
     """Root NMS on s's heatmap (optionally refined below the cell), then M at those roots.
 
@@ -76,18 +85,52 @@ def decode_people(
         s: (B, 40, G, G) output of H.
         scene_decoder: M.
         threshold, max_people: NMS settings (``roots.find_roots``).
-        refine: sub-cell root pixels (``refine_roots``) instead of cell centres.
+        subcell: sub-cell root pixels (``refine_roots``) instead of cell centres.
     """
     logits = s[:, ROOT_CHANNEL]
     size = scene_decoder.image_size
     roots = find_roots(logits, threshold=threshold, max_people=max_people, image_size=size)
-    root_px = refine_roots(torch.sigmoid(logits), roots.cells, size) if refine else roots.root_px
+    root_px = refine_roots(torch.sigmoid(logits), roots.cells, size) if subcell else roots.root_px
     scene = scene_decoder(s, roots.cells, roots.mask, root_px.to(s.dtype))
     return Prediction(scene.poses, scene.keypoints, roots.confidence, roots.mask, root_px)
 
 
+def refine_people(
+    images: torch.Tensor,
+    stage1: Prediction,
+    encoder: nn.Module,
+    refine_head: SceneHead,
+    scene_decoder: SceneDecoder,
+    threshold: float = 0.3,
+    crop_depth_mm: float = DEFAULT_CROP_DEPTH_MM,
+) -> Prediction:
+    """Stage 2 of the two-stage refinement: every person of ``stage1`` re-estimated by H' on its crop.
+
+    One E and one H' call for all crops of the batch. The rule for each person (module header): root-relative pose
+    from H'; root pixel from stage 1; root depth from H' where its root probability at the crop's root cell is at
+    least ``threshold``, else from stage 1. Slots without a person are returned unchanged.
+
+    Args:
+        images: (B, 3, W, W) the stage-1 input.
+        stage1: stage 1's people on ``images``.
+        encoder: E (``encode``); refine_head: H'; scene_decoder: M.
+    """
+    size = scene_decoder.image_size  # a Python int, also when traced
+    crops = person_crops(stage1.root_px, stage1.poses[..., 0, 2], stage1.mask, crop_depth_mm, size)
+    s = refine_head(encoder.encode(crop_images(images, crops)))  # (N, 40, G, G)
+    root_px = to_crop_pixels(stage1.root_px[crops.image, crops.slot][:, None], crops)  # (N, 1, 2) the crop centre
+    cells = pixel_to_grid(root_px, s.shape[-1], size)
+    scene = scene_decoder(s, cells, torch.ones_like(cells[..., 0], dtype=torch.bool), root_px.to(s.dtype))
+    poses = to_image_camera(scene.poses, crops)  # (N, 1, J, 3) in the image's camera, root pixel = stage 1's
+    confident = (torch.sigmoid(scene.root_logit) >= threshold)[..., None, None]  # (N, 1, 1, 1)
+    root = torch.where(confident, poses[..., :1, :], stage1.poses[crops.image, crops.slot][:, None, :1])
+    refined = stage1.poses.clone()
+    refined[crops.image, crops.slot] = (poses - poses[..., :1, :] + root)[:, 0]
+    return stage1._replace(poses=refined, keypoints=project(refined, scene_decoder.intrinsics))
+
+
 class PoseEstimator(nn.Module):
-    """E -> H -> root NMS -> M.
+    """E -> H -> root NMS -> M, optionally followed by the two-stage refinement H' (``refine_people``).
 
     Args:
         encoder: the frozen teacher (its ``encode`` is E).
@@ -95,7 +138,10 @@ class PoseEstimator(nn.Module):
         scene_decoder: M with the frozen Ψ.
         threshold: minimum root probability of a person.
         max_people: K, slots per image.
-        refine: sub-cell root refinement (off: roots at cell centres, as the paper's NMS).
+        subcell: sub-cell root refinement (off: roots at cell centres, as the paper's NMS).
+        refine_head: H' of a refine-stage checkpoint (None: single-shot only).
+        refine: run the two-stage refinement (needs ``refine_head``).
+        crop_depth_mm: crop zoom of the refinement (``crops.person_crops``; the refine stage's setting).
     """
 
     def __init__(
@@ -105,11 +151,17 @@ class PoseEstimator(nn.Module):
         scene_decoder: SceneDecoder,
         threshold: float = 0.3,
         max_people: int = 8,
-        refine: bool = True,
+        subcell: bool = True,
+        refine_head: SceneHead | None = None,
+        refine: bool = False,
+        crop_depth_mm: float = DEFAULT_CROP_DEPTH_MM,
     ) -> None:
         super().__init__()
-        self.encoder, self.head, self.scene_decoder = encoder, head, scene_decoder
-        self.threshold, self.max_people, self.refine = threshold, max_people, refine
+        if refine and refine_head is None:
+            raise ValueError("refine=True needs H' (refine_head): build the estimator from a refine-stage checkpoint")
+        self.encoder, self.head, self.scene_decoder, self.refine_head = encoder, head, scene_decoder, refine_head
+        self.threshold, self.max_people, self.subcell = threshold, max_people, subcell
+        self.refine, self.crop_depth_mm = refine, crop_depth_mm
         self.image_size = scene_decoder.image_size
         self.eval().requires_grad_(False)
 
@@ -118,7 +170,12 @@ class PoseEstimator(nn.Module):
         if images.ndim != 4 or images.shape[1] != 3 or images.shape[-1] != self.image_size:
             raise ValueError(f"images must be (B, 3, {self.image_size}, {self.image_size}), got {tuple(images.shape)}")
         s = self.head(self.encoder.encode(images))  # (B, 40, 14, 14)
-        return decode_people(s, self.scene_decoder, self.threshold, self.max_people, self.refine)
+        people = decode_people(s, self.scene_decoder, self.threshold, self.max_people, self.subcell)
+        if not self.refine:
+            return people
+        return refine_people(
+            images, people, self.encoder, self.refine_head, self.scene_decoder, self.threshold, self.crop_depth_mm
+        )
 
     @classmethod
     def from_stage_checkpoint(
@@ -128,13 +185,16 @@ class PoseEstimator(nn.Module):
         aae_checkpoint: str | Path | None = None,
         **kwargs: float,
     ) -> PoseEstimator:
-        """Rebuild the estimator from a distill/phase1/phase2 checkpoint.
+        """Rebuild the estimator from a distill/phase1/phase2/refine checkpoint.
+
+        A refine checkpoint holds stage 1's H (``detector.*``) and H' (``h.*``): single-shot by default, the two-stage
+        refinement with ``refine=True``.
 
         Args:
             path: the student stage's checkpoint (e.g. ``runs/phase2/checkpoints/last.ckpt``).
             teacher_checkpoint: overrides the teacher checkpoint the stage recorded.
             aae_checkpoint: overrides the AAE checkpoint the stage recorded.
-            kwargs: ``threshold``, ``max_people``, ``refine``.
+            kwargs: ``threshold``, ``max_people``, ``subcell``, ``refine``.
         """
         from lightning_mp3d.checkpoint_io import read_checkpoint, require_finite
         from lightning_mp3d.models.aae import load_pose_decoder
@@ -144,7 +204,9 @@ class PoseEstimator(nn.Module):
         ckpt = read_checkpoint(path, "stage checkpoint")
         info = ckpt.get(STAGE_KEY)
         if not info:
-            raise ValueError(f"{str(path)!r} is not a distill/phase1/phase2 checkpoint (no '{STAGE_KEY}' entry)")
+            raise ValueError(
+                f"{str(path)!r} is not a distill/phase1/phase2 checkpoint nor a refine one (no '{STAGE_KEY}' entry)"
+            )
         require_finite(ckpt["state_dict"], path)
         hp = ckpt.get("hyper_parameters", {})
         frozen = {}
@@ -160,20 +222,31 @@ class PoseEstimator(nn.Module):
                 )
         teacher = load_teacher(str(frozen["teacher_checkpoint"])).freeze()
         psi = load_pose_decoder(str(frozen["aae_checkpoint"]))
-        head = build_scene_head(teacher.v_channels, hp)
-        state = {k[2:]: v for k, v in ckpt["state_dict"].items() if k.startswith("h.")}
-        try:
-            head.load_state_dict(state)
-        except RuntimeError as e:
-            raise ValueError(
-                f"{str(path)!r}: H's weights do not fit the head rebuilt from its hyper-parameters (h_width="
-                f"{hp.get('h_width')}, h_fc_channels={hp.get('h_fc_channels')}) and the teacher's C_v="
-                f"{teacher.v_channels} (another teacher than the one it was trained with?): {str(e).splitlines()[0]}"
-            ) from e
+        two_stage = info.get("stage") == "refine"  # stage 1's H is "detector.*", H' is "h.*"
+        if kwargs.get("refine") and not two_stage:
+            raise ValueError(f"{str(path)!r} is a '{info.get('stage')}' checkpoint, which has no H'; refine=True needs "
+                             "the refine stage's checkpoint (runs/refine/checkpoints/last.ckpt)")  # fmt: skip
+        heads = {}
+        for name, prefix in (("head", "detector." if two_stage else "h."), ("refine_head", "h.")):
+            if name == "refine_head" and not two_stage:
+                continue
+            heads[name] = build_scene_head(teacher.v_channels, hp)
+            state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+            try:
+                heads[name].load_state_dict(state)
+            except RuntimeError as e:
+                raise ValueError(
+                    f"{str(path)!r}: H's weights do not fit the head rebuilt from its hyper-parameters (h_width="
+                    f"{hp.get('h_width')}, h_fc_channels={hp.get('h_fc_channels')}) and the teacher's C_v="
+                    f"{teacher.v_channels} (another teacher than the one it was trained with?): "
+                    f"{str(e).splitlines()[0]}"
+                ) from e
         decoder = SceneDecoder(psi, depth_scale_mm=hp.get("depth_scale_mm", 5000.0))
         kwargs.setdefault("threshold", hp.get("root_threshold", 0.3))
         kwargs.setdefault("max_people", hp.get("max_people", 8))
-        return cls(teacher, head, decoder, **kwargs)
+        if two_stage:
+            kwargs.setdefault("crop_depth_mm", hp.get("crop_depth_mm", DEFAULT_CROP_DEPTH_MM))
+        return cls(teacher, heads["head"], decoder, refine_head=heads.get("refine_head"), **kwargs)
 
 
-__all__ = ["PoseEstimator", "Prediction", "decode_people", "refine_roots"]
+__all__ = ["PoseEstimator", "Prediction", "decode_people", "refine_people", "refine_roots"]

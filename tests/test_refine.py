@@ -1,0 +1,171 @@
+"""Two-stage refinement H' (paper Fig. 6): crop camera, H' = H on an identity crop, batching, export, the stage."""
+
+import copy
+
+import pytest
+import torch
+
+from lightning_mp3d.crops import (
+    crop_images,
+    person_crops,
+    to_crop_camera,
+    to_crop_pixels,
+    to_image_camera,
+    to_image_pixels,
+)
+from lightning_mp3d.geometry import Intrinsics, project
+from lightning_mp3d.inference import PoseEstimator, Prediction, refine_people
+from lightning_mp3d.models.aae import PoseDecoder
+from lightning_mp3d.models.scene_decoder import SceneDecoder
+from lightning_mp3d.models.student import SceneHead
+from lightning_mp3d.models.teacher import EmbeddedTeacher
+from lightning_mp3d.predict import TupleOutput, export_torchscript
+from lightning_mp3d.synth.render import synthetic_batch
+from lightning_mp3d.transforms import transform_points
+from tests.test_stages_fixtures import make_frozen_checkpoints, run_stage
+
+
+def random_estimator(**kwargs) -> PoseEstimator:
+    """Tiny E, random H (output layer not zero) and Psi; H' = a copy of H unless given."""
+    torch.manual_seed(0)
+    teacher = EmbeddedTeacher(width=0.0625).freeze()
+    head = SceneHead(teacher.v_channels, width=8, fc_channels=8)
+    torch.nn.init.normal_(head.out.weight, std=0.3)
+    kwargs.setdefault("refine_head", copy.deepcopy(head))
+    return PoseEstimator(teacher, head, SceneDecoder(PoseDecoder(width=32, depth=2)), **kwargs)
+
+
+def test_crop_virtual_camera_round_trip_to_1e4_mm(generator):
+    b = synthetic_batch(3, "target", generator, dtype=torch.float64)
+    crops = person_crops(b["roots_px"], b["depth"], b["mask"], crop_depth_mm=2500.0)
+    people = b["mask"][crops.image]  # (N, P) every person of each crop's image
+    poses = b["poses"][crops.image]  # (N, P, 15, 3)
+    in_crop = to_crop_camera(poses, crops)
+    torch.testing.assert_close(to_image_camera(in_crop, crops)[people], poses[people], atol=1e-4, rtol=0)
+    camera = Intrinsics.for_image(224)
+    # the crop camera sees each root where the crop's pixel mapping puts it, at depth / s
+    roots_crop = to_crop_pixels(project(poses[..., 0, :], camera), crops)
+    torch.testing.assert_close(project(in_crop[..., 0, :], camera)[people], roots_crop[people], atol=1e-6, rtol=0)
+    depth = poses[..., 0, 2] * crops.side_px[:, None] / 224
+    torch.testing.assert_close(in_crop[..., 0, 2][people], depth[people], atol=1e-6, rtol=0)
+    own = roots_crop[torch.arange(len(crops.slot)), crops.slot]
+    torch.testing.assert_close(own, torch.full_like(own, 112.0))  # each crop is centred on its person's root
+    # one pixel mapping: the image warp's (transforms.transform_points) and its inverse
+    joints = b["joints_2d"][crops.image]
+    torch.testing.assert_close(transform_points(joints, crops.transform), to_crop_pixels(joints, crops))
+    torch.testing.assert_close(to_image_pixels(to_crop_pixels(joints, crops), crops), joints)
+
+
+def test_crop_images_shows_the_person_at_the_centre_at_the_crop_zoom():
+    images = torch.zeros(2, 1, 224, 224)
+    images[1, 0, 150:154, 60:64] = 1.0  # a 4-px dot centred at (62, 152)
+    root_px = torch.tensor([[[0.0, 0.0]], [[62.0, 152.0]]])
+    crops = person_crops(root_px, torch.tensor([[1.0], [6000.0]]), torch.tensor([[False], [True]]), 3000.0)
+    assert crops.image.tolist() == [1] and crops.side_px.item() == pytest.approx(112.0)  # zoom 2
+    crop = crop_images(images, crops)[0, 0]
+    bright = torch.nonzero(crop > 0.5).float()
+    torch.testing.assert_close(bright.mean(0), torch.tensor([111.5, 111.5]))  # centre of the 8-px dot (rows, cols)
+    assert len(bright) == 64  # 4 px at zoom 2
+
+
+def test_h_prime_with_h_weights_on_a_centred_one_person_crop_equals_single_shot():
+    """A one-person image whose person the crop rule frames as the whole image: H' (= H) reproduces stage 1."""
+    est = random_estimator(threshold=0.0)
+    b = synthetic_batch(1, "target", torch.Generator().manual_seed(3), min_people=1, max_people=1)
+    images = b["image"]
+    s = est.head(est.encoder.encode(images))
+    cells, mask = torch.tensor([[[7, 7]]]), torch.ones(1, 1, dtype=torch.bool)
+    root_px = torch.full((1, 1, 2), 112.0)  # centred: the crop's centre
+    scene = est.scene_decoder(s, cells, mask, root_px)
+    stage1 = Prediction(scene.poses, scene.keypoints, torch.ones(1, 1), mask, root_px)
+    depth = float(scene.depth[0, 0])  # the rule's side is 224 px for a person at crop_depth_mm
+    refined = refine_people(images, stage1, est.encoder, est.head, est.scene_decoder, 0.0, crop_depth_mm=depth)
+    torch.testing.assert_close(refined.poses, stage1.poses, atol=1e-2, rtol=1e-4)  # mm
+    torch.testing.assert_close(refined.keypoints, stage1.keypoints, atol=1e-3, rtol=0)
+    # with an untrained H' (zero output layer: upright default person) the pose does change
+    blank = SceneHead(est.encoder.v_channels, width=8, fc_channels=8)
+    other = refine_people(images, stage1, est.encoder, blank, est.scene_decoder, 0.0, crop_depth_mm=depth)
+    assert (other.poses - stage1.poses).abs().max() > 10.0
+
+
+def test_refined_inference_is_batched_one_h_prime_call_per_batch():
+    single = random_estimator(threshold=0.0, max_people=4)
+    refined = random_estimator(threshold=0.0, max_people=4, refine=True)
+    calls = []
+    refined.refine_head.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    images = torch.rand(3, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    out, base = refined(images), single(images)
+    assert calls == [int(base.mask.sum())] and calls[0] > 3  # every person of the 3 images in one call
+    for name in ("mask", "confidence", "root_px"):  # stage 1 decides who is there and where
+        torch.testing.assert_close(getattr(out, name), getattr(base, name))
+    torch.testing.assert_close(out.keypoints[..., 0, :][out.mask], out.root_px[out.mask], atol=1e-3, rtol=0)
+    torch.testing.assert_close(out.keypoints, project(out.poses, Intrinsics.for_image(224)))
+    with pytest.raises(ValueError, match="refine_head"):
+        random_estimator(refine_head=None, refine=True)
+
+
+@pytest.mark.parametrize("refine", [False, True])
+def test_torchscript_export_of_both_modes_matches_eager(refine, tmp_path):
+    est = random_estimator(threshold=0.0, max_people=3, refine=refine)
+    export_torchscript(est, tmp_path / "model.pt")  # traced on 2 images (6 people)
+    loaded = torch.jit.load(str(tmp_path / "model.pt"))
+    images = torch.rand(4, 3, 224, 224, generator=torch.Generator().manual_seed(7))  # 12 people
+    for a, b in zip(TupleOutput(est)(images), loaded(images), strict=True):
+        torch.testing.assert_close(b, a)
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    """Tiny frozen checkpoints, then one step of distill, phase1 and phase2."""
+    root = tmp_path_factory.mktemp("refine_chain")
+    teacher, aae = make_frozen_checkpoints(root / "frozen")
+    run_stage("distill", root, teacher, aae, "--trainer.max_steps=1")
+    run_stage("phase1", root, teacher, aae, "--trainer.max_steps=3", init_from=root / "distill/checkpoints/last.ckpt")
+    run_stage("phase2", root, teacher, aae, "--trainer.max_steps=2", init_from=root / "phase1/checkpoints/last.ckpt")
+    return root, teacher, aae
+
+
+def test_refine_fast_dev_run_chained_from_phase2(chain):
+    root, teacher, aae = chain
+    phase2 = root / "phase2" / "checkpoints" / "last.ckpt"
+    run_stage("refine", root / "dev", teacher, aae, "--trainer.fast_dev_run=true", init_from=phase2)  # the acceptance
+    cli = run_stage("refine", root, teacher, aae, "--trainer.max_steps=2", init_from=phase2)  # one step, checkpointed
+    model = cli.model
+    ckpt = torch.load(root / "refine" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["lightning_mp3d_stage"]["stage"] == "refine"
+    p2 = torch.load(phase2, weights_only=True)["state_dict"]
+    state = ckpt["state_dict"]
+    h_keys = [k for k in p2 if k.startswith("h.")]
+    for k in h_keys:  # stage 1 is phase 2's H, frozen; G too
+        torch.testing.assert_close(state["detector." + k[2:]], p2[k])
+    assert all(torch.equal(state[k], p2[k]) for k in p2 if k.startswith("g."))
+    assert max((state[k] - p2[k]).abs().max().item() for k in h_keys) > 0  # H' trained
+    assert model.trainer.global_step == 2  # one step, both optimizers
+    for mode in (False, True):
+        est = PoseEstimator.from_stage_checkpoint(root / "refine/checkpoints/last.ckpt", refine=mode, threshold=0.0)
+        out = est(torch.rand(2, 3, 224, 224))
+        assert out.mask.any() and torch.isfinite(out.poses).all()
+    with pytest.raises(ValueError, match="no H'"):
+        PoseEstimator.from_stage_checkpoint(phase2, refine=True)
+
+
+def test_refine_refuses_to_start_from_another_stage(chain, tmp_path):
+    root, teacher, aae = chain
+    wrong = root / "phase1" / "checkpoints" / "last.ckpt"
+    with pytest.raises(ValueError, match="'phase1' checkpoint, expected 'phase2'"):
+        run_stage("refine", tmp_path, teacher, aae, "--trainer.fast_dev_run=true", init_from=wrong)
+
+
+def test_crop_images_equals_the_image_warp_and_allows_no_people(generator):
+    from lightning_mp3d.transforms import warp_images
+
+    images = torch.rand(2, 3, 224, 224, generator=generator)
+    crops = person_crops(torch.tensor([[[50.0, 70.0], [200.0, 10.0]]]).expand(2, 2, 2), torch.full((2, 2), 4000.0),
+                         torch.tensor([[True, False], [True, True]]))  # fmt: skip
+    expected = warp_images(images[crops.image], crops.transform)
+    torch.testing.assert_close(crop_images(images, crops), expected, atol=1e-4, rtol=0)  # float rounding of the grid
+    none = person_crops(torch.zeros(2, 2, 2), torch.ones(2, 2), torch.zeros(2, 2, dtype=torch.bool))
+    assert crop_images(images, none).shape == (0, 3, 224, 224)
+    est = random_estimator(threshold=1.0, refine=True)  # nobody passes the threshold
+    out = est(images)
+    assert not out.mask.any()

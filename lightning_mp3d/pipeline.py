@@ -1,8 +1,8 @@
 """The main job: the whole stage chain on the embedded default, then the target-domain results table.
 
 ``mp3d-pipeline --preset tiny`` runs, each as a real ``lightning fit --config ...`` subprocess chained by checkpoint:
-teacher (stage 0) -> aae -> distill -> phase1 -> phase2, then evaluates every stage on held-out target-domain images and
-writes ``results/`` (Markdown + JSON + PNG).
+teacher (stage 0) -> aae -> distill -> phase1 -> phase2 -> refine (H', paper Fig. 6), then evaluates every stage on
+held-out target-domain images and writes ``results/`` (Markdown + JSON + PNG).
 
 All relative paths in the stage configs (``runs/<stage>/...``) resolve under ``--workdir`` (default: the current
 folder).
@@ -43,8 +43,15 @@ from pathlib import Path
 from lightning_mp3d.atomic import write_text_atomic
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # the packaged configs (a link to ../configs here)
-STAGES = ("teacher", "aae", "distill", "phase1", "phase2")
-UPSTREAM = {"teacher": (), "aae": (), "distill": ("teacher", "aae"), "phase1": ("distill",), "phase2": ("phase1",)}
+STAGES = ("teacher", "aae", "distill", "phase1", "phase2", "refine")
+UPSTREAM = {
+    "teacher": (),
+    "aae": (),
+    "distill": ("teacher", "aae"),
+    "phase1": ("distill",),
+    "phase2": ("phase1",),
+    "refine": ("phase2",),
+}
 PRESETS = ("tiny", "cpu", "paper")
 
 
@@ -444,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[pipeline] stages done in {time.time() - start:.0f} s", flush=True)
     evaluable = [
         s
-        for s in ("teacher", "distill", "phase1", "phase2")
+        for s in ("teacher", "distill", "phase1", "phase2", "refine")
         if (workdir / "runs" / s / "checkpoints" / "last.ckpt").is_file()
     ]
     if not args.skip_eval and not evaluable:

@@ -17,6 +17,7 @@ are the paper's Table 2 ablation rows: distill = L_distl only; phase1 = + L_reco
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -49,6 +50,7 @@ ROW_NAMES = {
     "phase1_recon": "+ L_recon (phase1 without L_adapt)",
     "phase1": "+ L_recon + L_adapt (phase1)",
     "phase2": "+ L_ss (phase2)",
+    "refine": "+ two-stage refinement H′ (refine)",
     "ours_ws": "Ours-Ws (phase1 + L_2D on target GT)",
     "ours_fs": "Ours-Fs (phase1 + L_3D on target GT)",
     "mean_pose": "reference: mean pose (test GT mean, GT roots)",
@@ -380,11 +382,28 @@ def evaluate_chain(
             last_estimator = PoseEstimator.from_stage_checkpoint(ckpt)
             with torch.no_grad():
                 score(stage, [last_estimator(b["image"]) for b in batches])
+    refine_ckpt = runs / "refine" / "checkpoints" / "last.ckpt"
+    if refine_ckpt.is_file():  # the two-stage mode (paper Fig. 6) beside the single-shot rows, and both modes' speed
+        speed = {}
+        for mode in (False, True):
+            estimator = PoseEstimator.from_stage_checkpoint(refine_ckpt, refine=mode)
+            start = time.perf_counter()
+            with torch.no_grad():
+                predictions = [estimator(b["image"]) for b in batches]
+            speed["two_stage" if mode else "single_shot"] = num_images / (time.perf_counter() - start)
+        score("refine", predictions)
+        tables["speed_img_per_s"] = speed
     if not any(tables.values()):
         raise FileNotFoundError(f"no trained stage under {runs}/<stage>/checkpoints/last.ckpt")
     for name in REFERENCE_ROWS:
         score(name, reference_predictions(batches, name, knn_bank))
     md = _markdown(tables, num_images, preset)
+    if "speed_img_per_s" in tables:
+        sp = tables["speed_img_per_s"]
+        md += (
+            f"\nSpeed here (batches of 16, {torch.get_num_threads()} CPU threads): single-shot "
+            f"{sp['single_shot']:.1f} img/s, with the two-stage refinement H′ {sp['two_stage']:.1f} img/s.\n"
+        )
     if seed_rows:
         per_seed: dict[str, list[dict[str, float]]] = {}
         for row, ckpts in seed_rows.items():

@@ -68,10 +68,10 @@ def test_a_changed_stage_retrains_it_and_everything_downstream_keeping_the_old_r
     fake_fit()
     run(fake_fit.work, "--extra=distill:--model.init_args.lr=0.5")
     calls = fake_fit()
-    assert [c["stage"] for c in calls] == ["distill", "phase1", "phase2"]
+    assert [c["stage"] for c in calls] == ["distill", "phase1", "phase2", "refine"]
     assert "--model.init_args.lr=0.5" in calls[0]["args"]
     kept = sorted(p.name for p in (fake_fit.work / "runs").iterdir() if ".old-" in p.name)
-    assert [k.split(".old-")[0] for k in kept] == ["distill", "phase1", "phase2"]
+    assert [k.split(".old-")[0] for k in kept] == ["distill", "phase1", "phase2", "refine"]
 
 
 def test_a_stage_killed_midway_resumes_from_last_ckpt(fake_fit):
@@ -86,7 +86,7 @@ def test_a_stage_killed_midway_resumes_from_last_ckpt(fake_fit):
     fake_fit.install()
     run(fake_fit.work)
     calls = fake_fit()
-    assert [c["stage"] for c in calls] == ["phase1", "phase2"]
+    assert [c["stage"] for c in calls] == ["phase1", "phase2", "refine"]
     assert calls[0]["args"][-2:] == ["--ckpt_path", str(Path("runs/phase1/checkpoints/last.ckpt"))]
     assert "--ckpt_path" not in calls[1]["args"]
 

@@ -116,21 +116,28 @@ def test_torchscript_export_of_both_modes_matches_eager(refine, tmp_path):
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
-    """Tiny frozen checkpoints, then one step of distill, phase1 and phase2."""
+    """Tiny frozen checkpoints, then one step of distill, phase1, phase2 and refine."""
     root = tmp_path_factory.mktemp("refine_chain")
     teacher, aae = make_frozen_checkpoints(root / "frozen")
     run_stage("distill", root, teacher, aae, "--trainer.max_steps=1")
     run_stage("phase1", root, teacher, aae, "--trainer.max_steps=3", init_from=root / "distill/checkpoints/last.ckpt")
     run_stage("phase2", root, teacher, aae, "--trainer.max_steps=2", init_from=root / "phase1/checkpoints/last.ckpt")
+    cli = run_stage(
+        "refine", root, teacher, aae, "--trainer.max_steps=2", init_from=root / "phase2/checkpoints/last.ckpt"
+    )
+    assert cli.trainer.global_step == 2  # one step, both optimizers
     return root, teacher, aae
 
 
-def test_refine_fast_dev_run_chained_from_phase2(chain):
+def test_refine_fast_dev_run_chained_from_phase2(chain, tmp_path):
     root, teacher, aae = chain
     phase2 = root / "phase2" / "checkpoints" / "last.ckpt"
-    run_stage("refine", root / "dev", teacher, aae, "--trainer.fast_dev_run=true", init_from=phase2)  # the acceptance
-    cli = run_stage("refine", root, teacher, aae, "--trainer.max_steps=2", init_from=phase2)  # one step, checkpointed
-    model = cli.model
+    run_stage("refine", tmp_path, teacher, aae, "--trainer.fast_dev_run=true", init_from=phase2)
+
+
+def test_refine_checkpoint_holds_frozen_stage1_and_trained_h_prime_and_runs_both_modes(chain):
+    root, teacher, aae = chain
+    phase2 = root / "phase2" / "checkpoints" / "last.ckpt"
     ckpt = torch.load(root / "refine" / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["lightning_mp3d_stage"]["stage"] == "refine"
     p2 = torch.load(phase2, weights_only=True)["state_dict"]
@@ -140,7 +147,6 @@ def test_refine_fast_dev_run_chained_from_phase2(chain):
         torch.testing.assert_close(state["detector." + k[2:]], p2[k])
     assert all(torch.equal(state[k], p2[k]) for k in p2 if k.startswith("g."))
     assert max((state[k] - p2[k]).abs().max().item() for k in h_keys) > 0  # H' trained
-    assert model.trainer.global_step == 2  # one step, both optimizers
     for mode in (False, True):
         est = PoseEstimator.from_stage_checkpoint(root / "refine/checkpoints/last.ckpt", refine=mode, threshold=0.0)
         out = est(torch.rand(2, 3, 224, 224))
@@ -169,3 +175,15 @@ def test_crop_images_equals_the_image_warp_and_allows_no_people(generator):
     est = random_estimator(threshold=1.0, refine=True)  # nobody passes the threshold
     out = est(images)
     assert not out.mask.any()
+
+
+def test_report_adds_the_refinement_row_and_both_modes_speed(chain, tmp_path):
+    from lightning_mp3d.report import evaluate_chain
+
+    root = chain[0]
+    tables = evaluate_chain(root, tmp_path, preset="test", num_images=4, knn_bank=3000)
+    assert {"phase2", "refine"} <= set(tables["grid scale"]) and "refine" in tables["learning"]
+    speed = tables["speed_img_per_s"]
+    assert speed["single_shot"] > 0 and speed["two_stage"] > 0
+    md = (tmp_path / "results.md").read_text()
+    assert "+ two-stage refinement H′" in md and "img/s" in md

@@ -17,7 +17,11 @@ another), or a shard sample's key. Every output path stays inside ``--out``: a k
 is refused. An image that cannot be read is reported and skipped; the others are still predicted, and the command
 exits 1 at the end with the list of failures.
 
-``--export model.pt`` also writes the estimator as TorchScript (traced), whose outputs equal the eager model's.
+``--refine`` (with a refine-stage checkpoint) runs the two-stage refinement H' (paper Fig. 6): stage 1 detects, then all
+detected people of a batch are cropped and re-estimated in one H' call (``inference.refine_people``): slower, by person.
+
+``--export model.pt`` also writes the estimator as TorchScript (traced), whose outputs equal the eager model's (either
+mode).
 """
 
 from __future__ import annotations
@@ -156,7 +160,7 @@ class TupleOutput(torch.nn.Module):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mp3d-predict", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", required=True, help="distill/phase1/phase2 checkpoint")
+    parser.add_argument("--checkpoint", required=True, help="distill/phase1/phase2/refine checkpoint")
     parser.add_argument(
         "--teacher-checkpoint", default=None, help="teacher checkpoint (default: the one the stage recorded)"
     )
@@ -167,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threshold", type=float, default=None, help="root probability threshold")
     parser.add_argument("--fit", choices=("crop", "pad"), default="pad")
     parser.add_argument("--no-png", action="store_true", help="JSON only")
+    parser.add_argument("--refine", action="store_true", help="two-stage refinement H' (a refine checkpoint)")
     parser.add_argument("--export", type=Path, default=None, help="also write a TorchScript model here")
     parser.add_argument("--intrinsics", type=Path, default=None, help="JSON fx, fy, cx, cy (or 3x3 K) of the images")
     args = parser.parse_args(argv)
@@ -179,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     from lightning_mp3d.inference import PoseEstimator
     from lightning_mp3d.visualize import plt, prediction_figure
 
-    kwargs = {} if args.threshold is None else {"threshold": args.threshold}
+    kwargs = {"refine": args.refine} | ({} if args.threshold is None else {"threshold": args.threshold})
     estimator = PoseEstimator.from_stage_checkpoint(
         args.checkpoint, teacher_checkpoint=args.teacher_checkpoint, aae_checkpoint=args.aae_checkpoint, **kwargs
     )

@@ -187,3 +187,36 @@ def test_report_adds_the_refinement_row_and_both_modes_speed(chain, tmp_path):
     assert speed["single_shot"] > 0 and speed["two_stage"] > 0
     md = (tmp_path / "results.md").read_text()
     assert "+ two-stage refinement H′" in md and "img/s" in md
+
+
+def test_predict_refine_writes_refined_people_and_exports_the_refined_model(chain, tmp_path):
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from lightning_mp3d.predict import main as predict_main
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.png", "c.png"):
+        Image.fromarray(rng.integers(0, 255, (224, 224, 3), dtype=np.uint8)).save(folder / name)
+    ckpt = str(chain[0] / "refine" / "checkpoints" / "last.ckpt")
+    common = ["--checkpoint", ckpt, "--input", str(folder), "--threshold", "0.0", "--batch-size", "2", "--no-png"]
+    assert predict_main([*common, "--out", str(tmp_path / "single")]) == 0
+    assert (
+        predict_main([*common, "--out", str(tmp_path / "refined"), "--refine", "--export", str(tmp_path / "m.pt")]) == 0
+    )
+    single = json.loads((tmp_path / "single" / "a.json").read_text())["people"]
+    refined = json.loads((tmp_path / "refined" / "a.json").read_text())["people"]
+    assert len(single) == len(refined) > 0
+    # the same people (stage 1's root pixels), re-estimated by H'
+    roots = [torch.tensor([p["joints_2d_px"][0] for p in people]) for people in (single, refined)]
+    torch.testing.assert_close(roots[1], roots[0], atol=0.02, rtol=0)
+    assert [p["joints_3d_mm"] for p in single] != [p["joints_3d_mm"] for p in refined]
+    traced = torch.jit.load(str(tmp_path / "m.pt"))
+    est = PoseEstimator.from_stage_checkpoint(ckpt, refine=True, threshold=0.0)
+    images = torch.rand(3, 3, 224, 224)
+    for a, b in zip(TupleOutput(est)(images), traced(images), strict=True):
+        torch.testing.assert_close(b, a)

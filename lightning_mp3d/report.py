@@ -187,6 +187,29 @@ def people_diagnostics(predictions: list, batches: list[dict[str, torch.Tensor]]
     }
 
 
+@torch.no_grad()
+def gt_root_diagnostics(estimator: torch.nn.Module, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+    """The student's people decoded at the GT root pixels (perfect detection): its 3D pose quality on its own,
+    apart from the root heatmap (whose people come from the teacher's, with the teacher's false positives)."""
+    from lightning_mp3d.geometry import pixel_to_grid
+    from lightning_mp3d.metrics.diagnostics import pose_diagnostics
+
+    preds, gts = [], []
+    for b in batches:
+        s = estimator.head(estimator.encoder.encode(b["image"]))
+        cells = pixel_to_grid(b["gt_roots_px"], s.shape[-1], b["image"].shape[-1])
+        scene = estimator.scene_decoder(s, cells, b["gt_mask"], b["gt_roots_px"])
+        preds.append(scene.poses[b["gt_mask"]]), gts.append(b["gt_poses"][b["gt_mask"]])
+    pred, gt = torch.cat(preds), torch.cat(gts)
+    d = pose_diagnostics(pred[None], gt[None], torch.ones(1, pred.shape[0], dtype=torch.bool))
+    return {
+        "gt_roots_mpjpe_rel": d.mpjpe_rel,
+        "gt_roots_canonical_mpjpe": d.canonical_mpjpe,
+        "gt_roots_orientation_deg": d.orientation_deg,
+        "gt_roots_spread_ratio": d.spread_ratio,
+    }
+
+
 def reference_predictions(batches: list[dict[str, torch.Tensor]], name: str, knn_bank: int = 100_000) -> list:
     """Predictions of a reference predictor on the GT people (perfect detection, GT roots and depths):
     ``mean_pose`` (the test set's own mean root-relative pose) or ``knn_lifting`` (``baselines.KNNLifting``)."""
@@ -233,6 +256,20 @@ def _markdown(tables: dict[str, dict[str, dict[str, float]]], num_images: int, p
             f"{f(m['recall'])} | {f(m['ap_root'])} | {f(m['mpjpe_rel_detected'])} | {f(m['canonical_mpjpe'])} | "
             f"{f(m['orientation_deg'])} | {m['spread_ratio']:.2f} |"
         )
+    at_gt = {k: m for k, m in tables.get(LEARNING, {}).items() if "gt_roots_mpjpe_rel" in m}
+    if at_gt:
+        lines += [
+            "",
+            "The same students decoded at the GT root pixels (perfect detection): the 3D pose on its own.",
+            "",
+            "| row | MPJPE mm ↓ | canonical mm ↓ | orientation ° ↓ | spread pred/GT |",
+            "|---|---|---|---|---|",
+        ]
+        for name, m in at_gt.items():
+            lines.append(
+                f"| {ROW_NAMES.get(name, name)} | {f(m['gt_roots_mpjpe_rel'])} | {f(m['gt_roots_canonical_mpjpe'])} | "
+                f"{f(m['gt_roots_orientation_deg'])} | {m['gt_roots_spread_ratio']:.2f} |"
+            )
     if tables.get(LEARNING):
         any_row = next(iter(tables[LEARNING].values()))
         lines += [
@@ -372,16 +409,18 @@ def evaluate_chain(
         at = order.index(name.split("_")[0]) if name.split("_")[0] in order else len(order)
         rows = dict([*list(rows.items())[:at], (name, Path(path)), *list(rows.items())[at:]])
 
-    def score(row: str, predictions: list) -> None:
+    def score(row: str, predictions: list, estimator: torch.nn.Module | None = None) -> None:
         for protocol in PROTOCOLS:
             tables[protocol.name][row] = student_metrics(predictions, batches, protocol)
         tables[LEARNING][row] = people_diagnostics(predictions, batches)
+        if estimator is not None:
+            tables[LEARNING][row] |= gt_root_diagnostics(estimator, batches)
 
     for stage, ckpt in rows.items():
         if ckpt.is_file():
             last_estimator = PoseEstimator.from_stage_checkpoint(ckpt)
             with torch.no_grad():
-                score(stage, [last_estimator(b["image"]) for b in batches])
+                score(stage, [last_estimator(b["image"]) for b in batches], last_estimator)
     refine_ckpt = runs / "refine" / "checkpoints" / "last.ckpt"
     if refine_ckpt.is_file():  # the two-stage mode (paper Fig. 6) beside the single-shot rows, and both modes' speed
         speed = {}

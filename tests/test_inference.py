@@ -158,6 +158,7 @@ def test_chain_report_writes_tables_for_both_protocols(distill_checkpoint, tmp_p
     assert mean["precision"] == 100 and mean["recall"] == 100 and mean["spread_ratio"] < 1e-3  # GT people, one pose
     assert mean["mpjpe_rel_detected"] == pytest.approx(mean["mean_pose_mpjpe"], rel=1e-4)
     assert learning["knn_lifting"]["mpjpe_rel_detected"] < mean["mpjpe_rel_detected"]  # exact 2D beats no 2D
+    assert learning["distill"]["gt_roots_mpjpe_rel"] > 0 and "gt_roots_mpjpe_rel" not in mean
     assert tables["seeds"]["distill"]["pck3d_rel"][1] == 0.0  # the same checkpoint twice: no spread
     md = (tmp_path / "results" / "results.md").read_text()
     assert "scaled official" in md and "grid scale" in md and "L_distl" in md and "mean ± std" in md

@@ -440,7 +440,7 @@ def evaluate_chain(
     if "speed_img_per_s" in tables:
         sp = tables["speed_img_per_s"]
         md += (
-            f"\nSpeed here (batches of 16, {torch.get_num_threads()} CPU threads): single-shot "
+            f"\nSpeed here (batches of 16, CPU threads: {torch.get_num_threads()}): single-shot "
             f"{sp['single_shot']:.1f} img/s, with the two-stage refinement H′ {sp['two_stage']:.1f} img/s.\n"
         )
     if seed_rows:

@@ -220,3 +220,21 @@ def test_predict_refine_writes_refined_people_and_exports_the_refined_model(chai
     images = torch.rand(3, 3, 224, 224)
     for a, b in zip(TupleOutput(est)(images), traced(images), strict=True):
         torch.testing.assert_close(b, a)
+
+
+def test_refine_weak_and_full_supervision_switches_train_on_the_gt_moved_into_the_crops(chain, tmp_path):
+    root, teacher, aae = chain
+    phase2 = root / "phase2" / "checkpoints" / "last.ckpt"
+    switches = ("--model.init_args.use_weak_2d=true", "--model.init_args.use_full_3d=true")
+    cli = run_stage("refine", tmp_path, teacher, aae, "--trainer.max_steps=2", *switches, init_from=phase2)
+    logged = cli.trainer.logged_metrics
+    assert torch.isfinite(torch.stack([v for k, v in logged.items() if k.startswith("train/loss")])).all()
+    # the GT of the crops' images, moved into the crops, reaches L_2D / L_3D (whoever the random teacher finds)
+    model, gt = cli.model, synthetic_batch(2, "target", torch.Generator().manual_seed(0))
+    crops = person_crops(gt["roots_px"], gt["depth"], gt["mask"])
+    batch = model.crop_targets(gt, crops)
+    own = batch["mask"][torch.arange(len(crops.slot)), crops.slot]
+    assert own.all() and (batch["roots_px"][torch.arange(len(crops.slot)), crops.slot] == 112.0).all()
+    with torch.no_grad():
+        losses = model.supervised_losses(model.h(model.teacher.encode(crop_images(gt["image"], crops))), batch)
+    assert set(losses) == {"sup_2d", "sup_3d"} and all(v > 0 and torch.isfinite(v) for v in losses.values())

@@ -116,7 +116,12 @@ def test_phase1_lr_drop_lands_on_the_same_paper_iteration(tmp_path, monkeypatch)
 
     monkeypatch.setattr(Phase1Alignment, "run_optimizer", spy)
     drop, lr, lr_after = 3, 1e-3, 1e-4
-    args = ("--trainer.max_steps=9", f"--model.init_args.lr_drop_iteration={drop}", _callbacks(tmp_path / "ckpt", 9))
+    args = (
+        "--trainer.max_steps=9",
+        f"--model.init_args.lr_drop_iteration={drop}",
+        "--model.init_args.g_lr_scale=1.0",  # one rate for G and H: this test is about the schedule
+        _callbacks(tmp_path / "ckpt", 9),
+    )
     _phase1(tmp_path, teacher, aae, *args)
     assert [(s, i) for s, i, _ in used] == [(s, i) for s in range(3) for i in (0, 2, 1)]  # recon, adapt, distl
     for step, index, value in used:

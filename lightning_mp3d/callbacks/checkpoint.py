@@ -94,10 +94,11 @@ class LastCheckpoint(ModelCheckpoint):
             self.save_last_now(trainer)
 
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, (SIGTERMException, KeyboardInterrupt)) and not self._should_skip_saving_checkpoint(
-            trainer
-        ):
+        if not isinstance(exception, (SIGTERMException, KeyboardInterrupt)):
+            return
+        if not self._should_skip_saving_checkpoint(trainer):
             self.save_last_now(trainer)
+        if self._last_global_step_saved == trainer.global_step:  # saved now, or a periodic save of this very step
             rank_zero_info(f"Stopped at step {trainer.global_step}: saved {self.last_model_path} to resume from")
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:

@@ -11,6 +11,7 @@ would have drawn.
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Iterator
 from typing import Any
 
@@ -59,8 +60,9 @@ class SeededBatchStream(IterableDataset):
         rank = distributed_rank() if self.rank is None else self.rank
         return torch.Generator().manual_seed(batch_seed(self.seed, self.split, rank, self.epoch, index))
 
+    @abstractmethod
     def make(self, generator: torch.Generator) -> Any:
-        raise NotImplementedError
+        """One batch drawn with ``generator`` (each subclass says what a batch is)."""
 
     def __iter__(self) -> Iterator[Any]:
         info = get_worker_info()

@@ -188,6 +188,25 @@ def to_full_resolution(points: torch.Tensor, mapping: torch.Tensor) -> torch.Ten
     return (points - mapping[..., None, 1:3]) / mapping[..., None, 0:1]
 
 
+def load_input_image(path: Path, input_size: int, fit: str, what: str) -> tuple[torch.Tensor, torch.Tensor, tuple]:
+    """A dataset frame as the model sees it: (image (3, S, S) in [0, 1], mapping (3,) ``(s, o_x, o_y)``, (w, h)).
+
+    Raises ValueError naming ``what`` and the path when the frame is missing.
+    """
+    if not path.is_file():
+        raise ValueError(f"missing {what} image {path}")
+    image = Image.open(path)
+    w, h = image.size
+    mp = input_mapping(w, h, input_size, fit)
+    return _fit_image(image, mp, input_size), torch.tensor(mp, dtype=torch.float32), (w, h)
+
+
+def pad_people(x: np.ndarray, slots: int) -> torch.Tensor:
+    """Per-person array (P, ...) -> tensor (slots, ...) padded with zeros / False (float32 or bool)."""
+    t = torch.as_tensor(x, dtype=torch.bool if x.dtype == bool else torch.float32)
+    return torch.cat((t, t.new_zeros((slots - t.shape[0], *t.shape[1:]))))
+
+
 def _fit_image(image: Image.Image, mapping: InputMapping, size: int) -> torch.Tensor:
     """Resample ``image`` into the size x size input with ``mapping``; (3, size, size) float in [0, 1]."""
     inv = (
@@ -256,28 +275,16 @@ class MuPoTSDataset(Dataset):
         n, i = self.index[idx]
         seq, g = self.data[n], self.max_people
         path = self.root / f"TS{n}" / f"img_{i:06d}.jpg"
-        if not path.is_file():
-            raise ValueError(f"missing MuPoTS-3D image {path}")
-        image = Image.open(path)
-        w, h = image.size
-        mp = input_mapping(w, h, self.input_size, self.fit)
-        mapping = torch.tensor(mp, dtype=torch.float32)
+        image, mapping, (w, h) = load_input_image(path, self.input_size, self.fit, "MuPoTS-3D")
         ours = list(MUPOTS17_TO_OURS)
 
-        def pad(x: np.ndarray, fill: float = 0.0) -> torch.Tensor:
-            t = torch.as_tensor(x, dtype=torch.float32 if x.dtype != bool else torch.bool)
-            out = (
-                torch.full((g, *t.shape[1:]), fill, dtype=t.dtype)
-                if t.dtype != torch.bool
-                else torch.zeros((g, *t.shape[1:]), dtype=torch.bool)
-            )
-            out[: t.shape[0]] = t
-            return out
+        def pad(x: np.ndarray) -> torch.Tensor:
+            return pad_people(x, g)
 
         gt_2d = pad(seq.annot2[i][:, ours])
         cam = self.intrinsics[n]
         return {
-            "image": _fit_image(image, mp, self.input_size),
+            "image": image,
             "gt_poses": pad(seq.annot3[i][:, ours]),
             "gt_poses_univ": pad(seq.univ_annot3[i][:, ours]),
             "gt_2d": gt_2d,

@@ -27,10 +27,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
-from lightning_mp3d.datamodules.mupots import _fit_image, input_mapping, to_input
+from lightning_mp3d.datamodules.mupots import load_input_image, pad_people, to_input
 
 # ours[k] = smpl24[SMPL24_TO_OURS[k]]: pelvis, neck, head, shoulders, elbows, wrists, hips, knees, ankles (r, l).
 SMPL24_TO_OURS: tuple[int, ...] = (0, 12, 15, 17, 16, 19, 18, 21, 20, 2, 1, 5, 4, 8, 7)
@@ -92,22 +91,15 @@ class ThreeDPWDataset(Dataset):
         q, i = self.index[idx]
         seq, g = self.sequences[q], self.max_people
         path = self.root / "imageFiles" / seq["name"] / f"image_{i:05d}.jpg"
-        if not path.is_file():
-            raise ValueError(f"missing 3DPW image {path}")
-        image = Image.open(path)
-        w, h = image.size
-        mp = input_mapping(w, h, self.input_size, self.fit)
-        mapping = torch.tensor(mp, dtype=torch.float32)
-        a = seq["valid"].shape[1]
+        image, mapping, (w, h) = load_input_image(path, self.input_size, self.fit, "3DPW")
 
         def pad(x: np.ndarray) -> torch.Tensor:
-            t = torch.as_tensor(x, dtype=torch.bool if x.dtype == bool else torch.float32)
-            return torch.cat((t, t.new_zeros((g - a, *t.shape[1:]))))
+            return pad_people(x, g)
 
         gt_2d = pad(seq["joints_2d"][i])
         k = seq["K"]
         return {
-            "image": _fit_image(image, mp, self.input_size),
+            "image": image,
             "gt_poses": pad(seq["joints"][i]),
             "gt_2d": gt_2d,
             "gt_2d_input": to_input(gt_2d, mapping),

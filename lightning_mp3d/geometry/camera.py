@@ -102,6 +102,14 @@ def pixel_to_grid(pixels: torch.Tensor, grid_size: int, image_size: int) -> torc
     return torch.floor(pixels * (grid_size / image_size)).long().clamp(0, grid_size - 1)
 
 
+def _check_real_camera_args(poses: torch.Tensor, mapping: torch.Tensor, intrinsics: torch.Tensor) -> None:
+    if poses.shape[-1] != 3 or mapping.shape[-1] != 3 or intrinsics.shape[-1] != 4:
+        raise ValueError(
+            f"poses must be (..., P, J, 3), mapping (..., 3), intrinsics (..., 4); "
+            f"got {tuple(poses.shape)}, {tuple(mapping.shape)}, {tuple(intrinsics.shape)}"
+        )
+
+
 def to_real_camera(
     poses: torch.Tensor, mapping: torch.Tensor, intrinsics: torch.Tensor, virtual: Intrinsics, root: int = 0
 ) -> torch.Tensor:
@@ -128,11 +136,7 @@ def to_real_camera(
     Returns:
         (..., P, J, 3) millimetres in the real camera.
     """
-    if poses.shape[-1] != 3 or mapping.shape[-1] != 3 or intrinsics.shape[-1] != 4:
-        raise ValueError(
-            f"poses must be (..., P, J, 3), mapping (..., 3), intrinsics (..., 4); "
-            f"got {tuple(poses.shape)}, {tuple(mapping.shape)}, {tuple(intrinsics.shape)}"
-        )
+    _check_real_camera_args(poses, mapping, intrinsics)
     root_v = poses[..., root, :]  # (..., P, 3)
     u_in = project(root_v, virtual)  # (..., P, 2)
     s, offset = mapping[..., None, 0:1], mapping[..., None, 1:3]  # (..., 1, 1), (..., 1, 2)
@@ -161,11 +165,7 @@ def from_real_camera(
     Returns:
         (..., P, J, 3) millimetres in the virtual camera.
     """
-    if poses.shape[-1] != 3 or mapping.shape[-1] != 3 or intrinsics.shape[-1] != 4:
-        raise ValueError(
-            f"poses must be (..., P, J, 3), mapping (..., 3), intrinsics (..., 4); "
-            f"got {tuple(poses.shape)}, {tuple(mapping.shape)}, {tuple(intrinsics.shape)}"
-        )
+    _check_real_camera_args(poses, mapping, intrinsics)
     root_r = poses[..., root, :]  # (..., P, 3)
     fx, fy, cx, cy = (intrinsics[..., None, i] for i in range(4))  # each (..., 1)
     z_r = root_r[..., 2].clamp(min=MIN_DEPTH_MM)

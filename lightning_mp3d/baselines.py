@@ -20,10 +20,15 @@ from lightning_mp3d.geometry import Intrinsics
 from lightning_mp3d.skeleton import ROOT
 
 
-def mean_pose(gt_poses: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(..., N, 15, 3) GT poses, (..., N) mask -> the masked mean root-relative pose, broadcast to every person."""
+def mean_root_relative_pose(gt_poses: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(..., N, 15, 3) GT poses, (..., N) mask -> (15, 3) their mean root-relative pose."""
     rel = gt_poses - gt_poses[..., ROOT : ROOT + 1, :]
-    mean = rel[mask].mean(0)  # (15, 3)
+    return rel[mask].mean(0)
+
+
+def mean_pose(gt_poses: torch.Tensor, mask: torch.Tensor, mean: torch.Tensor | None = None) -> torch.Tensor:
+    """Every person gets ``mean`` (default: the masked mean root-relative pose of ``gt_poses``) at its GT root."""
+    mean = mean_root_relative_pose(gt_poses, mask) if mean is None else mean
     return mean.expand_as(gt_poses) + gt_poses[..., ROOT : ROOT + 1, :]
 
 

@@ -213,18 +213,18 @@ def gt_root_diagnostics(estimator: torch.nn.Module, batches: list[dict[str, torc
 def reference_predictions(batches: list[dict[str, torch.Tensor]], name: str, knn_bank: int = 100_000) -> list:
     """Predictions of a reference predictor on the GT people (perfect detection, GT roots and depths):
     ``mean_pose`` (the test set's own mean root-relative pose) or ``knn_lifting`` (``baselines.KNNLifting``)."""
-    from lightning_mp3d.baselines import KNNLifting
+    from lightning_mp3d.baselines import KNNLifting, mean_pose, mean_root_relative_pose
     from lightning_mp3d.inference import Prediction
 
     all_gt = torch.cat([b["gt_poses"][b["gt_mask"]] for b in batches])
-    rel_mean = (all_gt - all_gt[:, :1]).mean(0)
+    rel_mean = mean_root_relative_pose(all_gt, torch.ones(all_gt.shape[0], dtype=torch.bool))
     knn = KNNLifting(num_people=knn_bank) if name == "knn_lifting" else None
     out = []
     for b in batches:
         gt, mask = b["gt_poses"], b["gt_mask"]
         root = gt[..., :1, :]
         if knn is None:
-            poses = rel_mean.expand_as(gt) + root
+            poses = mean_pose(gt, mask, rel_mean)
         else:
             poses = torch.zeros_like(gt)
             poses[mask] = knn(b["gt_2d"][mask], b["gt_depth"][mask]) + root[mask]

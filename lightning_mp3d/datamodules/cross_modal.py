@@ -13,6 +13,10 @@ DDP: the on-the-fly streams seed by rank (``datamodules/streams.py``); a map-sty
 gets Lightning's ``DistributedSampler``, which Lightning injects into each inner ``DataLoader`` of a
 ``CombinedLoader``. Every rank runs the same number of steps (the epoch length is fixed).
 
+Device: ``device`` (set here, once, for both streams; ``datamodules/on_device.py``) "cpu" renders both in the
+DataLoader; "auto" makes both batches on the training device in ``on_after_batch_transfer`` (each inner module makes
+its own part of ``{"syn", "image"}``).
+
 Resume: the on-the-fly inner loaders are stateful (``EpochDataLoader``); Lightning stores their (epoch, position) in
 the checkpoint's loop state, so a resumed run continues with the batches an uninterrupted run would have drawn.
 """
@@ -41,10 +45,16 @@ class CrossModalDataModule(LightningDataModule):
         images: init arguments of ``datamodules.images.ImageDataModule`` (``style: target``, ``val_styles: [target]``;
             without ``batches_per_epoch``); its validation loaders are this module's.
         batches_per_epoch: training steps per epoch, each one D_syn batch and one D_I batch (two paper iterations).
+        device: where both on-the-fly streams are generated: "cpu" (the DataLoader), "auto" (the training device) or
+            a torch device.
     """
 
     def __init__(
-        self, syn: dict[str, Any] | None = None, images: dict[str, Any] | None = None, batches_per_epoch: int = 500
+        self,
+        syn: dict[str, Any] | None = None,
+        images: dict[str, Any] | None = None,
+        batches_per_epoch: int = 500,
+        device: str = "cpu",
     ) -> None:
         super().__init__()
         if batches_per_epoch < 1:
@@ -56,6 +66,8 @@ class CrossModalDataModule(LightningDataModule):
                     f"{name}.{key}={inner[name][key]} differs from batches_per_epoch={batches_per_epoch}: set the "
                     f"epoch length once, as batches_per_epoch (steps, each one D_syn and one D_I batch)"
                 )
+            if inner[name].setdefault("device", device) != device:
+                raise ValueError(f"{name}.device={inner[name]['device']!r} differs from device={device!r}: set it once")
         self.save_hyperparameters()
         self.syn_kwargs, self.images_kwargs = inner["syn"], inner["images"]
         self.batches_per_epoch = batches_per_epoch
@@ -87,3 +99,13 @@ class CrossModalDataModule(LightningDataModule):
 
     def val_dataloader(self) -> Any:
         return self._inner()[1].val_dataloader()
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Each inner module makes its deferred part of a training batch on the device; validation passes through."""
+        syn, images = self._inner()
+        if isinstance(batch, dict) and set(batch) == {"syn", "image"}:
+            return {
+                "syn": syn.on_after_batch_transfer(batch["syn"], dataloader_idx),
+                "image": images.on_after_batch_transfer(batch["image"], dataloader_idx),
+            }
+        return images.on_after_batch_transfer(batch, dataloader_idx)

@@ -13,6 +13,10 @@ Seeding (``datamodules/streams.py``): batch ``i`` of epoch ``e`` on rank ``r`` i
 duplicate a batch, ranks differ, a fixed seed reproduces every batch whatever the number of workers, and each epoch
 draws new scenes. The epoch advances each time the training dataloader is iterated (``EpochDataLoader``, which also
 resumes mid-epoch from a checkpoint); validation always uses epoch 0 (a fixed set).
+
+Device (``device=``, ``datamodules/on_device.py``): "cpu" makes batches in the DataLoader; "auto" (the training
+device) or a device makes each batch there, from the same per-batch seed, in the datamodule's
+``on_after_batch_transfer``, so a GPU renders its own m_syn and the loader only hands over seeds.
 """
 
 from __future__ import annotations
@@ -26,6 +30,15 @@ import torch
 from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader
 
+from lightning_mp3d.datamodules.on_device import (
+    SEED_KEY,
+    check_device,
+    deferred_batch,
+    defers,
+    generation_device,
+    is_deferred,
+    seeded_generator,
+)
 from lightning_mp3d.datamodules.shards import tensor_shard_pipeline, write_tensor_shards
 from lightning_mp3d.datamodules.streams import EpochDataLoader, SeededBatchStream
 from lightning_mp3d.synth.maps import render_maps
@@ -41,14 +54,16 @@ def make_dsyn_batch(
     *,
     scene_kwargs: dict[str, Any] | None = None,
     map_kwargs: dict[str, Any] | None = None,
+    device: torch.device | str | None = None,
 ) -> dict[str, torch.Tensor]:
-    """One D_syn batch in a single vectorised call: compose_scenes then render_maps.
+    """One D_syn batch in a single vectorised call: compose_scenes then render_maps, on ``device``.
 
     Args:
         batch_size: B scenes.
-        generator: torch.Generator (None: the global RNG).
+        generator: torch.Generator on ``device`` (None: the global RNG).
         scene_kwargs: keyword arguments of ``synth.compose_scenes`` (people counts, ranges, pose bank, ...).
         map_kwargs: ``grid_size`` (28), ``sigma_px``, ``paf_width_px`` of ``synth.render_maps``.
+        device: where the batch is drawn and rendered (None: ``scene_kwargs["device"]``, default the CPU).
 
     Returns:
         The batch dict of the module header.
@@ -58,6 +73,8 @@ def make_dsyn_batch(
     unknown = set(map_kwargs) - set(_MAP_KEYS)
     if unknown:
         raise ValueError(f"unknown map_kwargs {sorted(unknown)}; expected some of {_MAP_KEYS}")
+    if device is not None:
+        scene_kwargs["device"] = device
     scenes = compose_scenes(batch_size, generator=generator, **scene_kwargs)
     image_size = scene_kwargs.get("image_size", 224)
     maps = render_maps(scenes.joints_2d, scenes.mask, image_size=image_size, **map_kwargs)
@@ -74,6 +91,8 @@ class DSynDataset(SeededBatchStream):
         rank, world_size: this process's DDP rank (explicit: Lightning gives IterableDatasets no sampler).
         split: 0 for training, 1 for validation (different streams from one seed).
         scene_kwargs, map_kwargs: see ``make_dsyn_batch``.
+        device: "cpu" makes batches when iterated; otherwise iteration yields deferred batches (their seeds) and
+            ``materialize`` makes them on the device (``datamodules/on_device.py``).
     """
 
     def __init__(
@@ -87,6 +106,7 @@ class DSynDataset(SeededBatchStream):
         split: int = 0,
         scene_kwargs: dict[str, Any] | None = None,
         map_kwargs: dict[str, Any] | None = None,
+        device: str = "cpu",
     ) -> None:
         super().__init__(num_batches, seed, split=split, rank=rank)
         if batch_size < 1:
@@ -95,13 +115,28 @@ class DSynDataset(SeededBatchStream):
             raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
         self.batch_size, self.world_size = batch_size, world_size
         self.scene_kwargs, self.map_kwargs = dict(scene_kwargs or {}), dict(map_kwargs or {})
+        self.device = check_device(device)
 
-    def make(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    def make(self, generator: torch.Generator) -> dict[str, Any]:
+        if defers(self.device):
+            return deferred_batch(generator)
         return make_dsyn_batch(self.batch_size, generator, scene_kwargs=self.scene_kwargs, map_kwargs=self.map_kwargs)
 
+    def materialize(self, batch: dict[str, Any], device: torch.device | str) -> dict[str, torch.Tensor]:
+        """The batch of a deferred ``batch`` (``{"batch_seed": s}``) made on ``device``."""
+        device = torch.device(device)
+        return make_dsyn_batch(
+            self.batch_size,
+            seeded_generator(batch[SEED_KEY], device),
+            scene_kwargs=self.scene_kwargs,
+            map_kwargs=self.map_kwargs,
+            device=device,
+        )
+
     def batch(self, index: int) -> dict[str, torch.Tensor]:
-        """Batch ``index`` of the current epoch on this rank (deterministic)."""
-        return self.make(self.generator(index))
+        """Batch ``index`` of the current epoch on this rank (deterministic; made on ``device`` when deferred)."""
+        made = self.make(self.generator(index))
+        return self.materialize(made, generation_device(self.device)) if is_deferred(made) else made
 
 
 def load_pose_bank(path: str | os.PathLike) -> torch.Tensor:
@@ -173,6 +208,9 @@ class DSynDataModule(LightningDataModule):
             read with webdataset instead of generating on the fly.
         val_shards: the same for validation.
         shuffle_buffer: example shuffle buffer when reading shards (0: off); shard order is shuffled per epoch.
+        device: where generated batches are made: "cpu" (by the DataLoader, in its workers), "auto" (the training
+            device, in ``on_after_batch_transfer``) or a torch device (``datamodules/on_device.py``). Shards are read
+            by the DataLoader whatever the device.
     """
 
     def __init__(
@@ -198,8 +236,10 @@ class DSynDataModule(LightningDataModule):
         shards: str | None = None,
         val_shards: str | None = None,
         shuffle_buffer: int = 0,
+        device: str = "cpu",
     ) -> None:
         super().__init__()
+        check_device(device)
         self.save_hyperparameters()
         self.scene_kwargs: dict[str, Any] = dict(
             min_people=min_people,
@@ -236,6 +276,7 @@ class DSynDataModule(LightningDataModule):
             split=split,
             scene_kwargs=self.scene_kwargs,
             map_kwargs=self.map_kwargs,
+            device=self.hparams.device,
         )
 
     def _from_shards(self, shards: str, num_batches: int, shuffle: bool):
@@ -270,3 +311,17 @@ class DSynDataModule(LightningDataModule):
         if self.hparams.val_shards:
             return self._loader(self._from_shards(self.hparams.val_shards, self.hparams.val_batches, False), False)
         return self._loader(self._generated(1, self.hparams.val_batches), False)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Make a deferred batch (its seed) on the generation device; other batches pass unchanged."""
+        if not is_deferred(batch):
+            return batch
+        device = generation_device(self.hparams.device, self.trainer)
+        if getattr(self, "_device_scene_kwargs", (None,))[0] != device:  # the pose bank moves once, not per batch
+            kwargs = dict(self.scene_kwargs)
+            if kwargs.get("poses") is not None:
+                kwargs["poses"] = kwargs["poses"].to(device)
+            self._device_scene_kwargs = (device, kwargs)
+        generated = DSynDataset(self.hparams.batch_size, 0, scene_kwargs=self._device_scene_kwargs[1],
+                                map_kwargs=self.map_kwargs, device=str(device))  # fmt: skip
+        return generated.materialize(batch, device)

@@ -31,6 +31,15 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
+from lightning_mp3d.datamodules.on_device import (
+    SEED_KEY,
+    check_device,
+    deferred_batch,
+    defers,
+    generation_device,
+    is_deferred,
+    seeded_generator,
+)
 from lightning_mp3d.datamodules.shards import decode_sample, encode_sample, expand_shards
 from lightning_mp3d.datamodules.streams import EpochDataLoader, SeededBatchStream
 
@@ -163,7 +172,8 @@ class SyntheticImageDataset(SeededBatchStream):
     Batch ``index`` of an epoch is rendered from ``batch_seed(seed, split, rank, epoch, index)``
     (``datamodules/streams.py``), so it does not depend on the number of workers. Use with dsyn's ``EpochDataLoader``
     (``batch_size=None``), which advances the epoch and resumes mid-epoch: each item is already a batch from
-    ``synthetic_batch``.
+    ``synthetic_batch``. ``device`` other than "cpu": iteration yields deferred batches (their seeds) and
+    ``materialize`` renders them on a device (``datamodules/on_device.py``).
     """
 
     def __init__(
@@ -175,17 +185,29 @@ class SyntheticImageDataset(SeededBatchStream):
         image_size: int = 224,
         split: int = 0,
         rank: int | None = None,
+        device: str = "cpu",
     ):
         super().__init__(batches, seed, split=split, rank=rank)
         from lightning_mp3d.synth.render import get_style
 
         get_style(style)  # validate early
         self.batch_size, self.style, self.image_size = batch_size, style, image_size
+        self.device = check_device(device)
 
-    def make(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    def make(self, generator: torch.Generator) -> dict[str, Any]:
         from lightning_mp3d.synth.render import synthetic_batch
 
+        if defers(self.device):
+            return deferred_batch(generator)
         return synthetic_batch(self.batch_size, self.style, generator, image_size=self.image_size)
+
+    def materialize(self, batch: dict[str, Any], device: torch.device | str) -> dict[str, torch.Tensor]:
+        """The batch of a deferred ``batch`` (``{"batch_seed": s}``) rendered on ``device``."""
+        from lightning_mp3d.synth.render import synthetic_batch
+
+        device = torch.device(device)
+        generator = seeded_generator(batch[SEED_KEY], device)
+        return synthetic_batch(self.batch_size, self.style, generator, image_size=self.image_size, device=device)
 
 
 def fixed_synthetic_set(num_images: int, style: str, seed: int, batch_size: int = 16) -> list[dict[str, torch.Tensor]]:
@@ -395,6 +417,9 @@ class ImageDataModule(LightningDataModule):
         val_size: images per validation set.
         image_size: network input side, pixels.
         mode: "crop" or "pad" for real images (see ``fit_image``).
+        device: where on-the-fly training renders are made: "cpu" (by the DataLoader), "auto" (the training device,
+            in ``on_after_batch_transfer``) or a torch device (``datamodules/on_device.py``). The fixed validation
+            sets are rendered once on the CPU.
     """
 
     def __init__(
@@ -409,10 +434,12 @@ class ImageDataModule(LightningDataModule):
         val_size: int = 64,
         image_size: int = 224,
         mode: str = "crop",
+        device: str = "cpu",
     ) -> None:
         super().__init__()
         from lightning_mp3d.synth.render import get_style
 
+        self.device = check_device(device)
         for s in (style, *val_styles):
             get_style(s)
         self.save_hyperparameters()
@@ -435,7 +462,7 @@ class ImageDataModule(LightningDataModule):
         kind = self._train_kind()
         if kind == "synthetic":
             self.train_set = SyntheticImageDataset(
-                self.batch_size, self.batches_per_epoch, self.style, self.seed, self.image_size
+                self.batch_size, self.batches_per_epoch, self.style, self.seed, self.image_size, device=self.device
             )
         elif kind == "shards":
             self.train_set = ImageShardDataset(self.train, self.image_size, self.mode)
@@ -470,3 +497,9 @@ class ImageDataModule(LightningDataModule):
 
     def test_dataloader(self) -> list[DataLoader]:
         return self.val_dataloader()
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Render a deferred training batch (its seed) on the generation device; other batches pass unchanged."""
+        if not is_deferred(batch):
+            return batch
+        return self.train_set.materialize(batch, generation_device(self.device, self.trainer))

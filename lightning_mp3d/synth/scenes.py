@@ -84,14 +84,16 @@ def sample_root_pixels(
     Returns:
         roots_px (B, P, 2) pixels (u, v) and root_cells (B, P, 2) long (col, row); all P rows are distinct per scene.
     """
-    lo, hi = _cell_extents(grid_size, image_size, margin_px, dtype, device)
-    width = (hi - lo).clamp(min=0)  # (G,)
-    area = (width[None, :] * width[:, None]).flatten()  # (G*G,) index = row * G + col
-    if int((area > 0).sum()) < max_people:
+    lo, hi = _cell_extents(grid_size, image_size, margin_px, dtype, "cpu")
+    usable = int((hi > lo).sum()) ** 2  # checked on the host copy: no device synchronisation
+    if usable < max_people:
         raise ValueError(
-            f"margin_px={margin_px} leaves {int((area > 0).sum())} usable cells of the {grid_size}x{grid_size} grid, "
+            f"margin_px={margin_px} leaves {usable} usable cells of the {grid_size}x{grid_size} grid, "
             f"fewer than max_people={max_people}"
         )
+    lo, hi = lo.to(device), hi.to(device)
+    width = (hi - lo).clamp(min=0)  # (G,)
+    area = (width[None, :] * width[:, None]).flatten()  # (G*G,) index = row * G + col
     weights = area.expand(num_scenes, -1)
     flat = torch.multinomial(weights, max_people, replacement=False, generator=generator)  # (B, P)
     cells = torch.stack((flat % grid_size, flat // grid_size), -1)  # (B, P, 2) (col, row)

@@ -25,6 +25,7 @@ points from the limb's first joint to its second. Pure tensor code: no Lightning
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -92,7 +93,7 @@ def find_peaks(heatmaps: torch.Tensor, *, threshold: float = 0.1, max_peaks: int
     xy = torch.stack((col, row), -1).to(heatmaps.dtype) + 0.5  # (B, J, K, 2)
     if refine:
         padded = F.pad(heatmaps.clamp_min(0), (1, 1, 1, 1))
-        offsets = torch.tensor([-1, 0, 1], device=heatmaps.device)
+        offsets = torch.arange(-1, 2, device=heatmaps.device)
         rr = (row[..., None, None] + 1 + offsets[:, None]).expand(*row.shape, 3, 3)  # (B, J, K, 3, 3)
         cc = (col[..., None, None] + 1 + offsets[None, :]).expand(*col.shape, 3, 3)
         flat = padded.flatten(2)  # (B, J, (G+2)^2)
@@ -106,6 +107,13 @@ def find_peaks(heatmaps: torch.Tensor, *, threshold: float = 0.1, max_peaks: int
     return Peaks(xy, torch.where(valid, score, torch.zeros_like(score)), valid)
 
 
+def _magnitude(field: torch.Tensor) -> torch.Tensor:
+    """|field| over the last dim (2): ``field.norm(dim=-1)`` as torch's generic CPU reduction computes it on this strided
+    layout (squares summed in float, a correctly rounded sqrt), bit for bit, but elementwise and ~50x faster there."""
+    f = field.float()
+    return (f[..., 0] * f[..., 0] + f[..., 1] * f[..., 1]).double().sqrt().to(field.dtype)
+
+
 def score_limb_candidates(
     paf: torch.Tensor,
     xy_a: torch.Tensor,
@@ -117,17 +125,22 @@ def score_limb_candidates(
     min_dot: float = 0.05,
     min_fraction: float = 0.8,
 ) -> torch.Tensor:
-    """PAF line-integral scores of every (a-peak, b-peak) pair of one limb.
+    """PAF line-integral scores of every (a-peak, b-peak) pair of one limb, or of many limbs at once.
 
     Args:
-        paf: (B, 2, G, G) the limb's field (x, y).
-        xy_a: (B, Ka, 2), xy_b: (B, Kb, 2) peak positions in grid units.
-        valid_a: (B, Ka), valid_b: (B, Kb) bool.
+        paf: (..., 2, G, G) the limb's field (x, y); leading dims (B, or B x L for all limbs) are batch dims.
+        xy_a: (..., Ka, 2), xy_b: (..., Kb, 2) peak positions in grid units.
+        valid_a: (..., Ka), valid_b: (..., Kb) bool.
 
     Returns:
-        (B, Ka, Kb) scores; -inf where the pair is not a candidate.
+        (..., Ka, Kb) scores; -inf where the pair is not a candidate.
     """
-    b, _, h, w = paf.shape
+    lead, (h, w) = paf.shape[:-3], paf.shape[-2:]
+    ka, kb = xy_a.shape[-2], xy_b.shape[-2]
+    paf = paf.reshape(-1, 2, h, w)
+    b = paf.shape[0]
+    xy_a, xy_b = xy_a.reshape(b, ka, 2), xy_b.reshape(b, kb, 2)
+    valid_a, valid_b = valid_a.reshape(b, ka), valid_b.reshape(b, kb)
     t = torch.linspace(0.0, 1.0, num_samples, device=paf.device, dtype=paf.dtype)
     pa, pb = xy_a[:, :, None, :], xy_b[:, None, :, :]  # (B, Ka, 1, 2), (B, 1, Kb, 2)
     d = pb - pa  # (B, Ka, Kb, 2)
@@ -135,43 +148,47 @@ def score_limb_candidates(
     short = length < 1e-3
     unit = d / length.clamp_min(1e-3)[..., None]
     pts = pa[..., None, :] + t[:, None] * d[..., None, :]  # (B, Ka, Kb, S, 2) grid units
-    norm = pts * torch.tensor([2.0 / w, 2.0 / h], device=paf.device, dtype=paf.dtype) - 1.0
+    norm = torch.stack((pts[..., 0] * (2.0 / w), pts[..., 1] * (2.0 / h)), -1) - 1.0  # [-1, 1] (no host tensor)
     field = F.grid_sample(paf, norm.flatten(1, 2), mode="bilinear", padding_mode="border", align_corners=False)
     field = field.view(b, 2, *pts.shape[1:4]).movedim(1, -1)  # (B, Ka, Kb, S, 2)
     dots = (field * unit[..., None, :]).sum(-1)  # (B, Ka, Kb, S)
-    dots = torch.where(short[..., None], field.norm(dim=-1), dots)
+    dots = torch.where(short[..., None], _magnitude(field), dots)
     prior = (0.5 * h / length.clamp_min(1e-3) - 1.0).clamp_max(0.0)
     score = dots.mean(-1) + torch.where(short, torch.zeros_like(prior), prior)
     ok = ((dots > min_dot).to(paf.dtype).mean(-1) >= min_fraction) & (score > 0)
     ok = ok & valid_a[:, :, None] & valid_b[:, None, :]
-    return torch.where(ok, score, torch.full_like(score, float("-inf")))
+    return torch.where(ok, score, torch.full_like(score, float("-inf"))).view(*lead, ka, kb)
 
 
 def greedy_match(score: torch.Tensor) -> torch.Tensor:
     """Greedy bipartite matching in decreasing score; -inf entries are never matched.
 
+    Computed as min(N, M) rounds of mutually-best pairs (a row's best column whose best row is that row), which gives
+    the same matching as scanning the pairs in sorted order when scores are distinct. A fixed number of rounds
+    suffices (each round with a finite score left matches at least one pair, the first row holding the largest
+    score) and needs no host synchronisation: rounds after the last match change nothing.
+
     Args:
-        score: (B, N, M).
+        score: (..., N, M).
 
     Returns:
-        (B, N) long: the matched column of each row, -1 if none.
+        (..., N) long: the matched column of each row, -1 if none.
     """
-    b, n, m = score.shape
-    s = score.clone()
+    *lead, n, m = score.shape
+    s = score.reshape(-1, n, m).clone()
+    b = s.shape[0]
     match = torch.full((b, n), -1, dtype=torch.long, device=score.device)
     rows = torch.arange(n, device=score.device)
     for _ in range(min(n, m)):
         best_val, best_col = s.max(2)  # (B, N)
-        best_row = s.argmax(1)  # (B, M)
+        best_row = s.max(1).indices  # (B, M); = argmax(1) (first of ties), 15x faster on CPU
         mutual = (best_row.gather(1, best_col) == rows) & torch.isfinite(best_val)
-        if not bool(mutual.any()):
-            break
         match = torch.where(mutual, best_col, match)
         s = s.masked_fill(mutual[:, :, None], float("-inf"))
         taken = torch.zeros((b, m + 1), dtype=torch.bool, device=score.device)
         taken.scatter_(1, torch.where(mutual, best_col, m), True)
         s = s.masked_fill(taken[:, None, :m], float("-inf"))
-    return match
+    return match.view(*lead, n)
 
 
 class Assembly(NamedTuple):
@@ -179,6 +196,57 @@ class Assembly(NamedTuple):
 
     keypoints: torch.Tensor
     confidence: torch.Tensor
+
+
+class _Tree(NamedTuple):
+    """Index tables of a limb tree on one device (see :func:`_tree_tables`)."""
+
+    parent: torch.Tensor  # (L,) long: limb l's first joint a_l
+    child: torch.Tensor  # (L,) long: limb l's second joint b_l
+    channels: torch.Tensor  # (2L,) long: PAF channels (x_l, y_l) of each limb
+    earlier_sibling: torch.Tensor  # (L, L) bool: [l, m] = limb m comes before l and starts at the same joint
+    joint_limb: torch.Tensor  # (J,) long: the limb ending at joint j; L for the root and joints of no limb
+    joint_parent: torch.Tensor  # (J,) long: a of that limb; j itself where there is none
+    is_root: torch.Tensor  # (J,) bool
+    depth: int  # most limbs on a path down the tree (rounds of pointer propagation)
+
+
+@functools.lru_cache(maxsize=32)
+def _tree_tables(
+    limbs: tuple[tuple[int, int], ...],
+    paf_channels: tuple[tuple[int, int], ...],
+    root: int,
+    num_joints: int,
+    device: torch.device,
+) -> _Tree:
+    """Check that ``limbs`` is a tree listed parents first and build its index tables once per device (so grouping
+    itself copies nothing from the host)."""
+    joint_limb, depth = [len(limbs)] * num_joints, [0] * num_joints
+    for i, (a, b) in enumerate(limbs):
+        if b == root or joint_limb[b] != len(limbs):
+            raise ValueError(f"limbs must form a tree rooted at joint {root}: joint {b} is reached twice (limb {i})")
+        if a != root and joint_limb[a] > i:
+            raise ValueError(f"limbs must list parents first: limb {i} = ({a}, {b}) comes before joint {a} is placed")
+        joint_limb[b], depth[b] = i, depth[a] + 1
+    if len(paf_channels) != len(limbs):
+        raise ValueError(f"paf_channels must give one (x, y) pair per limb: {len(paf_channels)} for {len(limbs)}")
+    parent = [a for a, _ in limbs]
+    earlier = [[m < i and parent[m] == parent[i] for m in range(len(limbs))] for i in range(len(limbs))]
+    joint_parent = [limbs[joint_limb[j]][0] if joint_limb[j] < len(limbs) else j for j in range(num_joints)]
+
+    def long(x: list[int]) -> torch.Tensor:
+        return torch.tensor(x, dtype=torch.long, device=device)
+
+    return _Tree(
+        long(parent),
+        long([b for _, b in limbs]),
+        long([c for pair in paf_channels for c in pair]),
+        torch.tensor(earlier, dtype=torch.bool, device=device).view(len(limbs), len(limbs)),
+        long(joint_limb),
+        long(joint_parent),
+        torch.arange(num_joints, device=device) == root,
+        max(depth),
+    )
 
 
 def assemble(
@@ -189,42 +257,58 @@ def assemble(
     root: int,
     **score_kwargs: float,
 ) -> Assembly:
-    """Match limbs and assemble people along a tree.
+    """Match limbs and assemble people along a tree, batched over images, limbs and peaks.
+
+    All limbs are scored and matched at once. The assembly then gives every matched peak the person of its parent
+    peak and starts a new person at a matched parent peak that has none, numbering new people in (limb, peak) order
+    as a limb-by-limb pass would; it runs as ``depth`` rounds of pointer propagation down the tree (4 for our
+    skeleton), each vectorised over images, joints and peaks, with no host synchronisation.
 
     Args:
         peaks: :class:`Peaks` (B, J, K).
         pafs: (B, C, G, G).
-        limbs: (a, b) joint pairs, parents before children (a is already placed when limb (a, b) is processed).
+        limbs: (a, b) joint pairs of a tree, parents before children (a is placed when limb (a, b) comes).
         paf_channels: (x channel, y channel) of each limb in ``pafs``.
         root: the tree's root joint; each of its peaks starts a person.
         **score_kwargs: passed to :func:`score_limb_candidates`.
 
     Returns:
-        :class:`Assembly` with Q = K (1 + len(limbs)) person slots; empty slots have zero confidence.
+        :class:`Assembly` with Q = K (1 + len(limbs)) person slots; empty slots have zero confidence. Slots 0..K-1
+        are the root peaks, then new people in the order a limb-by-limb pass creates them.
     """
     b, j, k = peaks.valid.shape
-    q = k * (1 + len(limbs))
+    nl = len(limbs)
+    q = k * (1 + nl)
     dev = pafs.device
-    owner = torch.full((b, j, k), -1, dtype=torch.long, device=dev)
+    tree = _tree_tables(tuple(map(tuple, limbs)), tuple(map(tuple, paf_channels)), root, j, dev)
+    # 1. every limb's candidates and greedy matching at once
+    paf = pafs.index_select(1, tree.channels).view(b, nl, 2, *pafs.shape[2:])  # (B, L, 2, G, G)
+    xy_a, xy_b = peaks.xy.index_select(1, tree.parent), peaks.xy.index_select(1, tree.child)  # (B, L, K, 2)
+    va, vb = peaks.valid.index_select(1, tree.parent), peaks.valid.index_select(1, tree.child)  # (B, L, K)
+    match = greedy_match(score_limb_candidates(paf, xy_a, xy_b, va, vb, **score_kwargs))  # (B, L, K) a -> b peak
+    has = match >= 0
     ar = torch.arange(k, device=dev)
-    owner[:, root] = torch.where(peaks.valid[:, root], ar, -1)
-    next_id = torch.full((b,), k, dtype=torch.long, device=dev)
-    for (ja, jb), (cx, cy) in zip(limbs, paf_channels):
-        paf = pafs[:, [cx, cy]]
-        score = score_limb_candidates(
-            paf, peaks.xy[:, ja], peaks.xy[:, jb], peaks.valid[:, ja], peaks.valid[:, jb], **score_kwargs
-        )
-        match = greedy_match(score)  # (B, K) a-peak -> b-peak
-        has = match >= 0
-        pid = owner[:, ja]
-        need = has & (pid < 0)
-        new = next_id[:, None] + need.long().cumsum(1) - 1
-        pid = torch.where(need, new, pid)
-        next_id = next_id + need.long().sum(1)
-        owner[:, ja] = torch.where(need, pid, owner[:, ja])
-        child = torch.full((b, k + 1), -1, dtype=torch.long, device=dev)
-        child.scatter_(1, torch.where(has, match, k), torch.where(has, pid, -1))
-        owner[:, jb] = child[:, :k]
+    # 2. back[b, l, m]: the a-peak matched to b-peak m of limb l (k: none); then per joint through its own limb
+    back = torch.full((b, nl + 1, k + 1), k, dtype=torch.long, device=dev)  # row L: "no limb"; column k: dump
+    back[:, :nl].scatter_(2, torch.where(has, match, k), ar.expand(b, nl, k))
+    back = back[..., :k].index_select(1, tree.joint_limb)  # (B, J, K)
+    is_child = back < k  # the peak hangs from a peak of its parent joint
+    # 3. people start at root peaks (ids 0..K-1) and at matched parent peaks that have no person yet (ids K, ...):
+    # a parent peak is a head at the first of its joint's limbs where it is matched (earlier siblings unmatched)
+    owned = is_child | (tree.is_root[:, None] & peaks.valid)
+    owned_a = owned.index_select(1, tree.parent)  # (B, L, K)
+    sibling_had = (tree.earlier_sibling[None, :, :, None] & has[:, None, :, :]).any(2)  # (B, L, K)
+    head = has & ~owned_a & ~sibling_had
+    new_id = k + head.flatten(1).long().cumsum(1).view(b, nl, k) - 1  # (limb, peak) order
+    pid = torch.where(owned & ~is_child, ar, -1).view(b, j * k)  # root peaks; (B, J K)
+    head_at = torch.where(head, tree.parent[:, None] * k + ar, j * k)  # (B, L, K) flat (joint, peak); j k: dump
+    pid = F.pad(pid, (0, 1)).scatter_(1, head_at.flatten(1), torch.where(head, new_id, -1).flatten(1))[:, : j * k]
+    # 4. children take their parent peak's person, one tree level per round
+    up = torch.where(is_child, tree.joint_parent[:, None] * k + back, torch.arange(j * k, device=dev).view(j, k))
+    up, is_child = up.flatten(1), is_child.flatten(1)  # (B, J K)
+    for _ in range(tree.depth):
+        pid = torch.where(is_child, pid.gather(1, up), pid)
+    owner = pid.view(b, j, k)
     slot = torch.where(owner >= 0, owner, q)  # (B, J, K); q is a dump slot
     bi = torch.arange(b, device=dev)[:, None, None].expand(b, j, k)
     ji = torch.arange(j, device=dev)[None, :, None].expand(b, j, k)

@@ -13,12 +13,20 @@ of a batch go through E and H' in one call, and M decodes H' at the crop's root 
 mapped back to the image's camera (``refine_people``). Rule: each person's root-relative pose is H''s; the root pixel
 is stage 1's (crops are centred on it, so H' never learns to move it); the root depth is H''s where H''s root
 probability at that cell reaches the threshold (H' sees a person's root there), else stage 1's.
+
+Throughput (issue 15, ``benchmarks/bench_inference.py``): the whole batch stays on the device, with fixed shapes (K
+slots, masks instead of ``nonzero``) and no host synchronisation (no ``.item()``/``.tolist()``) until
+``prediction_records``, the one transfer that turns a batch into JSON-ready people. Options, all off by default (each
+measured in the benchmark; see the README's performance table): ``channels_last`` (E and H in NHWC),
+``amp_dtype=torch.bfloat16`` (E and H under autocast; M in float32), ``compile_decoder`` (``torch.compile`` of NMS + M,
+whose few hundred small ops dominate at batch 1 on a CPU; a one-off compile of about a minute), and
+``CUDAGraphEstimator`` (a captured replay of the whole forward for one input shape, GPU only).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as nnf
@@ -155,6 +163,9 @@ class PoseEstimator(nn.Module):
         refine_head: SceneHead | None = None,
         refine: bool = False,
         crop_depth_mm: float = DEFAULT_CROP_DEPTH_MM,
+        channels_last: bool = False,
+        amp_dtype: torch.dtype | None = None,
+        compile_decoder: bool = False,
     ) -> None:
         super().__init__()
         if refine and refine_head is None:
@@ -163,14 +174,29 @@ class PoseEstimator(nn.Module):
         self.threshold, self.max_people, self.subcell = threshold, max_people, subcell
         self.refine, self.crop_depth_mm = refine, crop_depth_mm
         self.image_size = scene_decoder.image_size
+        self.channels_last, self.amp_dtype = channels_last, amp_dtype
+        self._decode = torch.compile(decode_people, dynamic=False) if compile_decoder else decode_people
+        if channels_last:
+            for net in (encoder, head, refine_head):
+                if net is not None:
+                    net.to(memory_format=torch.channels_last)
         self.eval().requires_grad_(False)
+
+    def scene(self, images: torch.Tensor) -> torch.Tensor:
+        """The raw network E -> H: images (B, 3, W, W) -> s (B, 40, G, G) float32 (with this estimator's options)."""
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        if self.amp_dtype is None:
+            return self.head(self.encoder.encode(images))
+        with torch.autocast(images.device.type, dtype=self.amp_dtype):
+            return self.head(self.encoder.encode(images)).float()
 
     def forward(self, images: torch.Tensor) -> Prediction:
         """images (B, 3, 224, 224) in [0, 1] -> Prediction."""
         if images.ndim != 4 or images.shape[1] != 3 or images.shape[-1] != self.image_size:
             raise ValueError(f"images must be (B, 3, {self.image_size}, {self.image_size}), got {tuple(images.shape)}")
-        s = self.head(self.encoder.encode(images))  # (B, 40, 14, 14)
-        people = decode_people(s, self.scene_decoder, self.threshold, self.max_people, self.subcell)
+        s = self.scene(images)  # (B, 40, 14, 14)
+        people = self._decode(s, self.scene_decoder, self.threshold, self.max_people, self.subcell)
         if not self.refine:
             return people
         return refine_people(
@@ -183,7 +209,7 @@ class PoseEstimator(nn.Module):
         path: str | Path,
         teacher_checkpoint: str | Path | None = None,
         aae_checkpoint: str | Path | None = None,
-        **kwargs: float,
+        **kwargs: Any,
     ) -> PoseEstimator:
         """Rebuild the estimator from a distill/phase1/phase2/refine checkpoint.
 
@@ -194,7 +220,8 @@ class PoseEstimator(nn.Module):
             path: the student stage's checkpoint (e.g. ``runs/phase2/checkpoints/last.ckpt``).
             teacher_checkpoint: overrides the teacher checkpoint the stage recorded.
             aae_checkpoint: overrides the AAE checkpoint the stage recorded.
-            kwargs: ``threshold``, ``max_people``, ``subcell``, ``refine``.
+            kwargs: ``threshold``, ``max_people``, ``subcell``, ``refine`` and the speed options (``channels_last``,
+                ``amp_dtype``, ``compile_decoder``).
         """
         from lightning_mp3d.checkpoint_io import read_checkpoint, require_finite
         from lightning_mp3d.models.aae import load_pose_decoder
@@ -249,4 +276,84 @@ class PoseEstimator(nn.Module):
         return cls(teacher, heads["head"], decoder, refine_head=heads.get("refine_head"), **kwargs)
 
 
-__all__ = ["PoseEstimator", "Prediction", "decode_people", "refine_people", "refine_roots"]
+def prediction_records(
+    prediction: Prediction, transforms: torch.Tensor | None = None, decimals: tuple[int, int, int] = (1, 2, 4)
+) -> list[list[dict[str, Any]]]:
+    """JSON-ready people of a batch: the one host transfer (and synchronisation) of the inference path.
+
+    Args:
+        prediction: a batch's Prediction (any device).
+        transforms: optional (B, 3) (scale, offset_x, offset_y) per image mapping input pixels to the original image
+            (``datamodules.images.fit_image``); None keeps the 2D joints in input pixels.
+        decimals: rounding of the 3D joints (mm), 2D joints (px) and root confidence.
+
+    Returns:
+        Per image, its people (slots with mask True, by descending confidence): ``{"root_confidence": float,
+        "joints_3d_mm": 15 x [x, y, z], "joints_2d_px": 15 x [u, v]}``.
+    """
+    keypoints = prediction.keypoints
+    if transforms is not None:
+        t = transforms.to(keypoints)
+        keypoints = keypoints * t[:, None, None, :1] + t[:, None, None, 1:]  # datamodules.images.to_original_pixels
+    host = [x.detach().to("cpu", torch.float64) for x in (prediction.poses, keypoints, prediction.confidence)]
+    poses, keypoints, confidence = (torch.round(x, decimals=d).tolist() for x, d in zip(host, decimals, strict=True))
+    mask = prediction.mask.cpu().tolist()
+    return [
+        [
+            {"root_confidence": c, "joints_3d_mm": p, "joints_2d_px": k}
+            for c, p, k, m in zip(conf_i, poses_i, kp_i, mask_i, strict=True)
+            if m
+        ]
+        for conf_i, poses_i, kp_i, mask_i in zip(confidence, poses, keypoints, mask, strict=True)
+    ]
+
+
+class CUDAGraphEstimator:
+    """A PoseEstimator's forward captured as a CUDA graph for one input shape and replayed (GPU, batch-1 latency).
+
+    The graph replays the kernels recorded at capture on static buffers: each call copies ``images`` into the static
+    input, replays, and returns a Prediction of clones of the static outputs. Same options as the estimator
+    (``amp_dtype``, ``channels_last``); ``refine=True`` is refused (its crop count depends on the detections).
+
+    Args:
+        estimator: on a CUDA device, in eval mode.
+        batch_size: B of the captured shape; other shapes raise.
+        warmup: eager calls on a side stream before capture (cuDNN autotuning, lazy init).
+    """
+
+    def __init__(self, estimator: PoseEstimator, batch_size: int = 1, warmup: int = 3) -> None:
+        device = next(estimator.parameters()).device
+        if device.type != "cuda":
+            raise ValueError(f"CUDAGraphEstimator needs the estimator on a CUDA device, got {device}")
+        if estimator.refine:
+            raise ValueError("CUDAGraphEstimator captures the single-shot forward; refine=True has dynamic shapes")
+        size = estimator.image_size
+        self.estimator, self.shape = estimator, (batch_size, 3, size, size)
+        self.static_input = torch.zeros(self.shape, device=device)
+        stream = torch.cuda.Stream(device)
+        stream.wait_stream(torch.cuda.current_stream(device))
+        with torch.no_grad(), torch.cuda.stream(stream):
+            for _ in range(warmup):
+                estimator(self.static_input)
+        torch.cuda.current_stream(device).wait_stream(stream)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.no_grad(), torch.cuda.graph(self.graph):
+            self.static_output = estimator(self.static_input)
+
+    def __call__(self, images: torch.Tensor) -> Prediction:
+        if tuple(images.shape) != self.shape:
+            raise ValueError(f"this graph was captured for images of shape {self.shape}, got {tuple(images.shape)}")
+        self.static_input.copy_(images)
+        self.graph.replay()
+        return Prediction(*(x.clone() for x in self.static_output))
+
+
+__all__ = [
+    "CUDAGraphEstimator",
+    "PoseEstimator",
+    "Prediction",
+    "decode_people",
+    "prediction_records",
+    "refine_people",
+    "refine_roots",
+]

@@ -117,23 +117,29 @@ def in_real_camera(poses: torch.Tensor, transforms: torch.Tensor, camera, image_
     return to_real_camera(poses, mapping, intrinsics, Intrinsics.for_image(image_size))
 
 
-def people_json(prediction, i: int, transform: torch.Tensor, image_size: int, camera=None) -> dict[str, Any]:
-    """The JSON record of image ``i`` of a batch (``camera``: the real CameraIntrinsics the poses are already in)."""
-    from lightning_mp3d.datamodules.images import to_original_pixels
+def batch_json(prediction, transforms: torch.Tensor, image_size: int, camera=None) -> list[dict[str, Any]]:
+    """The JSON records of a batch, from one host transfer (``inference.prediction_records``).
 
-    scale, ox, oy = (float(x) for x in transform)
-    people = []
-    for k in torch.nonzero(prediction.mask[i]).flatten().tolist():
-        joints_2d = to_original_pixels(prediction.keypoints[i, k], transform)
-        people.append(
-            {
-                "root_confidence": round(float(prediction.confidence[i, k]), 4),
-                "joints_3d_mm": [[round(float(c), 1) for c in j] for j in prediction.poses[i, k]],
-                "joints_2d_px": [[round(float(c), 2) for c in j] for j in joints_2d],
-            }
+    Args:
+        prediction: the batch's Prediction; transforms: (B, 3) input px -> original px per image.
+        camera: the real CameraIntrinsics the poses are already in (None: each image's virtual camera).
+    """
+    from lightning_mp3d.inference import prediction_records
+
+    people = prediction_records(prediction, transforms)
+    records = []
+    for (scale, ox, oy), people_i in zip(transforms.double().tolist(), people, strict=True):
+        virtual = {"focal_px": image_size * scale, "cx": image_size / 2 * scale + ox, "cy": image_size / 2 * scale + oy}
+        records.append(
+            {"joints": list(JOINTS), "camera": virtual if camera is None else camera._asdict(), "people": people_i}
         )
-    virtual = {"focal_px": image_size * scale, "cx": image_size / 2 * scale + ox, "cy": image_size / 2 * scale + oy}
-    return {"joints": list(JOINTS), "camera": virtual if camera is None else camera._asdict(), "people": people}
+    return records
+
+
+def people_json(prediction, i: int, transform: torch.Tensor, image_size: int, camera=None) -> dict[str, Any]:
+    """The JSON record of image ``i`` of a batch (``batch_json`` of that one image)."""
+    single = type(prediction)(*(f[i : i + 1] for f in prediction))
+    return batch_json(single, transform[None], image_size, camera)[0]
 
 
 def export_torchscript(estimator: torch.nn.Module, path: str | Path, image_size: int = 224) -> torch.jit.ScriptModule:
@@ -174,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--refine", action="store_true", help="two-stage refinement H' (a refine checkpoint)")
     parser.add_argument("--export", type=Path, default=None, help="also write a TorchScript model here")
     parser.add_argument("--intrinsics", type=Path, default=None, help="JSON fx, fy, cx, cy (or 3x3 K) of the images")
+    parser.add_argument("--channels-last", action="store_true", help="E and H in channels_last (see the README table)")
+    parser.add_argument("--bf16", action="store_true", help="E and H under bfloat16 autocast (M stays float32)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile NMS + M (about a minute once)")
     args = parser.parse_args(argv)
     camera = None
     if args.intrinsics is not None:
@@ -185,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     from lightning_mp3d.visualize import plt, prediction_figure
 
     kwargs = {"refine": args.refine} | ({} if args.threshold is None else {"threshold": args.threshold})
+    kwargs |= {"channels_last": args.channels_last, "compile_decoder": args.compile}
+    kwargs |= {"amp_dtype": torch.bfloat16} if args.bf16 else {}
     estimator = PoseEstimator.from_stage_checkpoint(
         args.checkpoint, teacher_checkpoint=args.teacher_checkpoint, aae_checkpoint=args.aae_checkpoint, **kwargs
     )
@@ -213,12 +224,11 @@ def main(argv: list[str] | None = None) -> int:
         for batch in batched(readable(), args.batch_size):
             images = torch.stack([s["image"] for s in batch])
             prediction = estimator(images)
+            transforms = torch.stack([s["transform"] for s in batch])
             if camera is not None:
-                transforms = torch.stack([s["transform"] for s in batch])
                 prediction = prediction._replace(poses=in_real_camera(prediction.poses, transforms, camera, size))
-            for i, sample in enumerate(batch):
+            for i, (sample, record) in enumerate(zip(batch, batch_json(prediction, transforms, size, camera))):
                 stem = sample["stem"]
-                record = people_json(prediction, i, sample["transform"], size, camera)
                 write_text_atomic(stem.with_name(stem.name + ".json"), json.dumps(record, indent=1))
                 if not args.no_png:
                     single = type(prediction)(*(f[i : i + 1] for f in prediction))

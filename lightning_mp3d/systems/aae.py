@@ -26,6 +26,7 @@ from pytorch_lightning import LightningModule
 from torchmetrics import MeanMetric
 
 from lightning_mp3d.callbacks.media import log_figure
+from lightning_mp3d.callbacks.step_logs import logs_this_step
 from lightning_mp3d.datamodules.streams import batch_seed
 from lightning_mp3d.geometry.pose import forward_kinematics, to_local
 from lightning_mp3d.losses.aae import cycle_loss, discriminator_loss, generator_loss, joint_limit_loss
@@ -157,6 +158,8 @@ class AAEPretraining(LightningModule):
         opt_disc.zero_grad(set_to_none=True)
         self.untoggle_optimizer(opt_disc)
 
+        if not logs_this_step(self):  # Lightning would not write them (callbacks/step_logs.py)
+            return
         self.log_dict(
             {
                 "train/loss_cyc": cyc.total,

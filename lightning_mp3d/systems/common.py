@@ -20,6 +20,7 @@ import torch
 from pytorch_lightning import LightningModule
 
 from lightning_mp3d.callbacks.finite import NonFiniteError
+from lightning_mp3d.callbacks.step_logs import logs_this_step
 from lightning_mp3d.checkpoint_io import read_checkpoint
 from lightning_mp3d.geometry import pixel_to_grid
 from lightning_mp3d.grouping import GroupedPeople
@@ -283,7 +284,8 @@ class CrossModalStage(LightningModule):
                 sched.step()
         opts = self.optimizers()
         first = opts[0] if isinstance(opts, list) else opts
-        self.log("train/lr", first.param_groups[0]["lr"], on_step=True)
+        if logs_this_step(self):  # Lightning would not write it otherwise (callbacks/step_logs.py)
+            self.log("train/lr", first.param_groups[0]["lr"], on_step=True)
 
     def run_optimizer(self, index: int, loss: torch.Tensor) -> None:
         """toggle -> backward -> step -> zero_grad -> untoggle for optimizer ``index``; a non-finite loss stops the
@@ -402,6 +404,8 @@ class CrossModalStage(LightningModule):
         return total
 
     def log_losses(self, losses: dict[str, torch.Tensor], batch_size: int) -> None:
+        if not logs_this_step(self):  # Lightning would not write them (callbacks/step_logs.py)
+            return
         self.log_dict({f"train/loss_{k}": v.detach() for k, v in losses.items()}, batch_size=batch_size)
 
     # ------------------------------------------------------------------------------------------------ inference

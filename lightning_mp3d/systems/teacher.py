@@ -19,6 +19,7 @@ from pytorch_lightning import LightningModule
 from torch import nn
 
 from lightning_mp3d.callbacks.media import log_figure
+from lightning_mp3d.callbacks.step_logs import logs_this_step
 from lightning_mp3d.losses.teacher import teacher_loss
 from lightning_mp3d.metrics import PCK2D
 from lightning_mp3d.models.teacher import EmbeddedTeacher
@@ -88,6 +89,8 @@ class TeacherPretraining(LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, _ = self._loss(batch)
+        if not logs_this_step(self):  # Lightning would not write them (callbacks/step_logs.py)
+            return loss.total
         b = batch["image"].shape[0]
         self.log("train/loss", loss.total, prog_bar=True, batch_size=b)
         lr = self.optimizers().param_groups[0]["lr"]

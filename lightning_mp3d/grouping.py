@@ -80,10 +80,13 @@ def find_peaks(heatmaps: torch.Tensor, *, threshold: float = 0.1, max_peaks: int
     if heatmaps.ndim != 4:
         raise ValueError(f"heatmaps must be (B, J, G, G), got {tuple(heatmaps.shape)}")
     b, j, h, w = heatmaps.shape
-    # a peak is >= its 8 neighbours and > the 4 that precede it in raster order (one peak per flat plateau)
-    nbrs = F.unfold(heatmaps.reshape(b * j, 1, h, w), 3, padding=1).view(b, j, 9, h, w)
-    is_peak = (heatmaps[:, :, None] >= nbrs).all(2) & (heatmaps[:, :, None] > nbrs[:, :, :4]).all(2)
-    is_peak = is_peak & (heatmaps > threshold)
+    # a peak is >= its 8 neighbours and > the 4 that precede it in raster order (one peak per flat plateau);
+    # outside the grid counts as 0
+    padded = F.pad(heatmaps, (1, 1, 1, 1))
+    shifted = [padded[..., dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)]  # raster order
+    before = functools.reduce(torch.maximum, shifted[:4])  # (B, J, G, G) up-left, up, up-right, left
+    after = functools.reduce(torch.maximum, shifted[5:])
+    is_peak = (heatmaps >= after) & (heatmaps > before) & (heatmaps > threshold)
     k = min(max_peaks, h * w)
     values = torch.where(is_peak, heatmaps, torch.full_like(heatmaps, -1.0)).flatten(2)
     score, idx = values.topk(k, dim=2)  # (B, J, K)
@@ -149,7 +152,10 @@ def score_limb_candidates(
     short = length < 1e-3
     unit = d / length.clamp_min(1e-3)[..., None]
     pts = pa[..., None, :] + t[:, None] * d[..., None, :]  # (B, Ka, Kb, S, 2) grid units
-    norm = torch.stack((pts[..., 0] * (2.0 / w), pts[..., 1] * (2.0 / h)), -1) - 1.0  # [-1, 1] (no host tensor)
+    if h == w:  # grid_sample's [-1, 1] coordinates (no host tensor)
+        norm = pts * (2.0 / w) - 1.0
+    else:
+        norm = torch.stack((pts[..., 0] * (2.0 / w), pts[..., 1] * (2.0 / h)), -1) - 1.0
     field = F.grid_sample(paf, norm.flatten(1, 2), mode="bilinear", padding_mode="border", align_corners=False)
     field = field.view(b, 2, *pts.shape[1:4]).movedim(1, -1)  # (B, Ka, Kb, S, 2)
     dots = (field * unit[..., None, :]).sum(-1)  # (B, Ka, Kb, S)

@@ -363,6 +363,10 @@ def test_batched_grouping_equals_reference_with_ties(generator):
     for levels in (3, 5, 10):
         heat, paf = _random_maps(8, NUM_JOINTS, 2 * NUM_LIMBS, 28, generator, levels=levels)
         _group_both(heat, paf, f"quantised to {levels} levels")
+    heat, paf = _random_maps(8, NUM_JOINTS, 2 * NUM_LIMBS, 28, generator)
+    _group_both(heat - 0.6, paf, "negative maps (the grid's zero border matters)", peak_threshold=-0.5)
+    heat, paf = _random_maps(4, NUM_JOINTS, 2 * NUM_LIMBS, 40, generator)
+    _group_both(heat[..., 6:-6, :], paf[..., 6:-6, :], "a 28 x 40 grid")
     _group_both(torch.zeros(2, 15, 28, 28), torch.zeros(2, 28, 28, 28), "empty")
     _group_both(torch.ones(2, 15, 28, 28), torch.ones(2, 28, 28, 28), "flat")
 

@@ -1,9 +1,11 @@
 """Training throughput of the aae stage (poses/s) on the current machine; writes benchmarks/results/aae_<device>.json.
 
     python benchmarks/bench_aae.py [--preset default|tiny] [--batches 300] [--threads 1] [--device cpu|cuda]
+    python benchmarks/bench_aae.py --compare [--preset tiny] [bench_lightning options, e.g. --rounds 4]
 
 Times full training steps (Φ+Ψ update, Disc update, artificial-pose sampling included) after a warm-up, with the
-networks of the default config or of the tiny preset.
+networks of the default config or of the tiny preset. ``--compare``: ``lightning fit`` of the aae stage against a plain
+loop on the same batches, alternating (benchmarks/bench_lightning.py --stages aae; writes bench_lightning_<size>.json).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -25,6 +28,9 @@ PRESETS = {"default": dict(width=256, depth=3, lr=1e-3), "tiny": dict(width=128,
 
 
 def main() -> None:
+    if "--compare" in sys.argv:
+        compare("aae")
+        return
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="default")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -83,6 +89,18 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result))
+
+
+def compare(stage: str) -> None:
+    """``--compare``: bench_lightning.py for ``stage``; ``--preset`` picks the size, other options pass through."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_lightning import main as bench_lightning
+
+    args = [a for a in sys.argv[1:] if a != "--compare"]
+    if "--preset" in args:
+        i = args.index("--preset")
+        args[i : i + 2] = ["--sizes", "tiny" if args[i + 1] == "tiny" else "default"]
+    bench_lightning(["--stages", stage, *args])
 
 
 if __name__ == "__main__":

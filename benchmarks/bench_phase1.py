@@ -4,12 +4,17 @@ Measures the model work only (data are pre-generated tensors, so the renderer's 
 bench_render.py for that), on CPU or a GPU, for a teacher width and batch sizes:
 
     python benchmarks/bench_phase1.py --width 0.125 --batch 8 16 --iters 5 --out results/bench_phase1.json
+    python benchmarks/bench_phase1.py --compare [--sizes tiny default] [bench_lightning options, e.g. --rounds 4]
+
+``--compare``: ``lightning fit`` of the phase-1 stage (its configs) against a plain loop on the same batches,
+alternating (benchmarks/bench_lightning.py --stages phase1; writes bench_lightning_<size>.json).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -75,6 +80,12 @@ def bench(width: float, batch: int, iters: int, g_hidden: int, h_width: int, h_f
 
 
 def main() -> None:
+    if "--compare" in sys.argv:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from bench_lightning import main as bench_lightning
+
+        bench_lightning(["--stages", "phase1", *[a for a in sys.argv[1:] if a != "--compare"]])
+        return
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--width", type=float, default=0.125)
     parser.add_argument("--batch", type=int, nargs="+", default=[8])

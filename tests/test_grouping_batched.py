@@ -424,11 +424,12 @@ def test_assemble_rejects_limbs_that_are_not_a_tree_listed_parents_first():
 
 
 def test_grouping_copies_nothing_from_the_host_after_the_first_call(monkeypatch):
-    """No host synchronisation inside: no .item()/.tolist()/bool() on tensors and no new host tensors."""
+    """No host synchronisation inside: no .item()/.tolist()/bool() on tensors, no bool-mask indexing and no new host
+    tensors."""
     heat, paf = _random_maps(2, NUM_JOINTS, 2 * NUM_LIMBS, 28, torch.Generator().manual_seed(1))
     group_people(heat, paf)  # builds the cached index tables of the tree
     calls = []
-    for name in ("item", "tolist", "__bool__", "nonzero"):
+    for name in ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "nonzero", "cpu", "numpy"):
         original = getattr(torch.Tensor, name)
 
         def spy(self, *a, _name=name, _original=original, **kw):
@@ -436,7 +437,20 @@ def test_grouping_copies_nothing_from_the_host_after_the_first_call(monkeypatch)
             return _original(self, *a, **kw)
 
         monkeypatch.setattr(torch.Tensor, name, spy)
+    for name in ("__getitem__", "__setitem__"):  # a bool-mask index has a data-dependent shape (a hidden nonzero)
+        original = getattr(torch.Tensor, name)
+
+        def index_spy(self, index, *a, _name=name, _original=original):
+            parts = index if isinstance(index, tuple) else (index,)
+            if any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in parts):
+                calls.append(f"{_name} with a bool mask")
+            return _original(self, index, *a)
+
+        monkeypatch.setattr(torch.Tensor, name, index_spy)
     real_tensor = torch.tensor
     monkeypatch.setattr(torch, "tensor", lambda *a, **kw: calls.append("torch.tensor") or real_tensor(*a, **kw))
     group_people(heat, paf)
     assert calls == []
+    ref_group_people(heat, paf)  # the spies do see the old grouping's host synchronisation ...
+    heat[heat > 2.0] = 0.0  # ... and a bool mask
+    assert "__bool__" in calls and "__setitem__ with a bool mask" in calls

@@ -306,7 +306,12 @@ def bench(
             "ms_per_step_median": round(1e3 * sorted(seconds)[len(seconds) // 2], 3),
             "ms_per_step_min": round(1e3 * min(seconds), 3),
         }
-        out["forward GFLOPs per batch"] = forward_gflops(stage, syn, images)
+        out["GFLOPs per batch"] = forward_gflops(stage, syn, images)
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:  # forwards, backwards, all pathways of one step
+            step_fn(stage, opts, quiet, syn, images, *(() if stage_cls is Phase1Alignment else (steps,)))
+        out["GFLOPs per batch"]["whole step (forward + backward)"] = round(counter.get_total_flops() / 1e9, 3)
         out["grouping alone"] = time_grouping(stage.teacher, images, variants, device, steps)
     finally:
         teacher_module.group_people = grouping_original

@@ -416,6 +416,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--cudnn-benchmark", action="store_true", help="torch.backends.cudnn.benchmark = True")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
+    if args.steps < 1:
+        parser.error(f"--steps must be >= 1, got {args.steps}")
     device = torch.device(args.device)
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
     result: dict[str, Any] = {"machine": machine_info(device), "runs": []}

@@ -16,10 +16,12 @@ probability at that cell reaches the threshold (H' sees a person's root there), 
 
 Throughput (issue 15, ``benchmarks/bench_inference.py``): the whole batch stays on the device, with fixed shapes (K
 slots, masks instead of ``nonzero``) and no host synchronisation (no ``.item()``/``.tolist()``) until
-``prediction_records``, the one transfer that turns a batch into JSON-ready people. Options, all off by default (each
-measured in the benchmark; see the README's performance table): ``channels_last`` (E and H in NHWC),
-``amp_dtype=torch.bfloat16`` (E and H under autocast; M in float32), ``compile_decoder`` (``torch.compile`` of NMS + M,
-whose few hundred small ops dominate at batch 1 on a CPU; a one-off compile of about a minute), and
+``prediction_records``, the one transfer that turns a batch into JSON-ready people. Options, each measured by the
+benchmark (``benchmarks/results/bench_inference.json``): ``channels_last`` (E and H in NHWC; on by default: 1.3-1.8x
+end to end on this project's CPU for both model sizes at batch 1 and 32, numerically the same),
+``amp_dtype=torch.bfloat16`` (E and H under autocast, M in float32: 1.2-1.9x on a CPU with AVX512-BF16, but it changes
+the numbers and is slow on CPUs without bf16, so off), ``compile_decoder`` (``torch.compile`` of NMS + M, whose few
+hundred small ops are ~10% of the tiny model's batch-1 time on a CPU; off: a one-off compile of 10-60 s), and
 ``CUDAGraphEstimator`` (a captured replay of the whole forward for one input shape, GPU only).
 """
 
@@ -150,6 +152,9 @@ class PoseEstimator(nn.Module):
         refine_head: H' of a refine-stage checkpoint (None: single-shot only).
         refine: run the two-stage refinement (needs ``refine_head``).
         crop_depth_mm: crop zoom of the refinement (``crops.person_crops``; the refine stage's setting).
+        channels_last: E, H (and H') in channels_last memory format (converted in place) and images made so.
+        amp_dtype: autocast dtype of E and H (e.g. ``torch.bfloat16``); None: float32.
+        compile_decoder: ``torch.compile`` NMS + M (fixed shapes, one graph).
     """
 
     def __init__(
@@ -163,7 +168,7 @@ class PoseEstimator(nn.Module):
         refine_head: SceneHead | None = None,
         refine: bool = False,
         crop_depth_mm: float = DEFAULT_CROP_DEPTH_MM,
-        channels_last: bool = False,
+        channels_last: bool = True,
         amp_dtype: torch.dtype | None = None,
         compile_decoder: bool = False,
     ) -> None:

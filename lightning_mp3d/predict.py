@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--refine", action="store_true", help="two-stage refinement H' (a refine checkpoint)")
     parser.add_argument("--export", type=Path, default=None, help="also write a TorchScript model here")
     parser.add_argument("--intrinsics", type=Path, default=None, help="JSON fx, fy, cx, cy (or 3x3 K) of the images")
-    parser.add_argument("--channels-last", action="store_true", help="E and H in channels_last (see the README table)")
+    parser.add_argument("--no-channels-last", action="store_true", help="E and H in NCHW (channels_last is faster)")
     parser.add_argument("--bf16", action="store_true", help="E and H under bfloat16 autocast (M stays float32)")
     parser.add_argument("--compile", action="store_true", help="torch.compile NMS + M (about a minute once)")
     args = parser.parse_args(argv)
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     from lightning_mp3d.visualize import plt, prediction_figure
 
     kwargs = {"refine": args.refine} | ({} if args.threshold is None else {"threshold": args.threshold})
-    kwargs |= {"channels_last": args.channels_last, "compile_decoder": args.compile}
+    kwargs |= {"channels_last": not args.no_channels_last, "compile_decoder": args.compile}
     kwargs |= {"amp_dtype": torch.bfloat16} if args.bf16 else {}
     estimator = PoseEstimator.from_stage_checkpoint(
         args.checkpoint, teacher_checkpoint=args.teacher_checkpoint, aae_checkpoint=args.aae_checkpoint, **kwargs

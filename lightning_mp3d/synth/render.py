@@ -118,41 +118,43 @@ class DomainStyle:
 
 
 DOMAIN_STYLES: dict[str, DomainStyle] = {
-    # The teacher's training domain: studio-like. Frontal-ish people (yaw within +-90 deg, 70 % of the joint
-    # angle ranges) standing nearer the camera, saturated primary-hue clothes, plain gradient backdrops, even
-    # light, clean optics.
+    # The teacher's training domain, COCO-like: labelled 2D from many places. People in any orientation but with
+    # the domain's own pose bias (80 % of the joint angle ranges, milder pitch/roll, nearer the camera), saturated
+    # clothes, rooms with floors, wall stripes and clutter, varied light and optics. A studio-only source (plain
+    # backdrops, yaw within +-90 deg) gave a teacher whose target-domain detections were 19 % precise (48 % recall):
+    # every edge of the target's rooms fired. Trained on this domain the same tiny teacher reaches 96 % / 88 %
+    # on target renders (README, "Differences from the paper").
     "source": DomainStyle(
         name="source",
         scene_kwargs={
-            "pose_range_scale": 0.7,
-            "yaw_range": (-math.pi / 2, math.pi / 2),
-            "pitch_range": (-0.12, 0.12),
-            "roll_range": (-0.08, 0.08),
-            "depth_range": (3000.0, 6000.0),
+            "pose_range_scale": 0.8,
+            "yaw_range": (-math.pi, math.pi),
+            "pitch_range": (-0.2, 0.2),
+            "roll_range": (-0.12, 0.12),
+            "depth_range": (3000.0, 6500.0),
         },
-        limb_scale=(1.0, 1.2),
-        saturation=(0.65, 1.0),
-        value=(0.6, 1.0),
-        hue_centres=(0.0, 0.16, 0.33, 0.6, 0.78),
-        hue_spread=0.04,
-        skin_value=(0.7, 0.95),
-        stripe_prob=0.0,
-        short_sleeve_prob=0.3,
-        bg_noise=0.04,
-        bg_floor=0.05,
-        bg_stripes=0.0,
-        bg_clutter_prob=0.0,
-        bg_saturation=(0.0, 0.15),
-        ambient=(0.55, 0.65),
-        diffuse=(0.35, 0.45),
-        tint=0.02,
-        vignette=(0.0, 0.05),
-        blur_sigma=(0.3, 0.6),
-        noise_std=(0.0, 0.01),
+        limb_scale=(0.85, 1.2),
+        saturation=(0.35, 1.0),
+        value=(0.4, 1.0),
+        hue_centres=(),
+        skin_value=(0.35, 0.95),
+        stripe_prob=0.3,
+        short_sleeve_prob=0.4,
+        bg_noise=0.1,
+        bg_floor=0.15,
+        bg_stripes=0.06,
+        bg_clutter_prob=0.3,
+        bg_saturation=(0.0, 0.4),
+        ambient=(0.4, 0.7),
+        diffuse=(0.3, 0.6),
+        tint=0.06,
+        vignette=(0.0, 0.2),
+        blur_sigma=(0.3, 0.9),
+        noise_std=(0.0, 0.025),
     ),
-    # The deployment domain: any orientation, full joint ranges, people up to 7.5 m away, muted and striped
-    # clothes over a broader range of skin tones, textured rooms (perspective floor, striped walls, clutter),
-    # coloured uneven light, vignetting, defocus and sensor noise.
+    # The deployment domain: any orientation, full joint ranges, people up to 7.5 m away, muted and more often
+    # striped clothes, busier textured rooms (perspective floor, striped walls, clutter), more coloured uneven
+    # light, stronger vignetting, defocus and sensor noise.
     "target": DomainStyle(
         name="target",
         scene_kwargs={

@@ -13,11 +13,13 @@ the original image and back-projected through the real intrinsics at depth ``Z *
 root-relative pose kept), so absolute metrics compare like with like: the GT ``annot3`` lives in the real camera,
 the model's output in its f = 224 px input camera. Root-relative metrics are unchanged by this step.
 
-Which GT feeds which metric:
+Which GT feeds which metric: each metric's ``gt_variant`` (``"univ_annot3"`` -> ``gt_poses_univ`` when the batch
+has it, ``"annot3"`` -> ``gt_poses``); the official (bone-rescaling) 3DPCK reads ``univ_annot3``, every other metric
+``annot3``:
 - 3DPCK_rel (official, Table 3/4): ``gt_poses_univ``, relative, bone rescaling, 150 mm.
 - 3DPCK_rel plain: ``gt_poses``, relative, no rescaling, 150 mm.
-- 3DPCK_abs (Table 5): ``gt_poses``, absolute, no rescaling, 250 mm (paper / RootNet) and 150 mm (official script's
-  absolute mode, which also rescales bones).
+- 3DPCK_abs (Table 5): ``gt_poses``, absolute, no rescaling, 250 mm (paper / RootNet); and 150 mm (official script's
+  absolute mode, which also rescales bones: ``gt_poses_univ``).
 - AP_root (25 cm, RootNet) and absolute MPJPE (no root alignment): ``gt_poses``.
 - MPJPE / PA-MPJPE (Table 6 style), 2D PCK at 25 px, 2D-MPJPE, box IoU (Table 7): ``gt_poses`` / ``gt_2d``.
 """
@@ -35,8 +37,18 @@ import torch
 from lightning_mp3d.atomic import write_text_atomic
 from lightning_mp3d.datamodules.mupots import to_full_resolution
 from lightning_mp3d.geometry.camera import Intrinsics, to_real_camera
-from lightning_mp3d.metrics import MPJPE, PAMPJPE, PCK2D, PCK3D, APRoot, BoxIoU
-from lightning_mp3d.metrics.functional import OFFICIAL_MATCH_THRESHOLD_PX, PCK3D_ABS_THRESHOLD_MM
+from lightning_mp3d.metrics import (
+    MPJPE,
+    OFFICIAL_MATCHING,
+    PAMPJPE,
+    PCK2D,
+    PCK3D,
+    PCK3D_ABS_THRESHOLD_MM,
+    APRoot,
+    BoxIoU,
+    MatchSpec,
+    PeopleBatch,
+)
 from lightning_mp3d.skeleton import JOINT_GROUPS, ROOT
 
 Predictor = Callable[[torch.Tensor], tuple[torch.Tensor, ...]]
@@ -58,9 +70,9 @@ class EvaluationResult(NamedTuple):
     sequence_names: list[str]
 
 
-def build_metrics(num_sequences: int, match_threshold_px: float, matching: str) -> dict[str, torch.nn.Module]:
+def build_metrics(num_sequences: int, match: MatchSpec) -> dict[str, torch.nn.Module]:
     """One fresh metric instance per entry of EvaluationResult."""
-    kw = {"num_sequences": num_sequences, "match_threshold_px": match_threshold_px, "matching": matching}
+    kw = {"num_sequences": num_sequences, "match": match}
     return {
         "pck3d_rel": PCK3D(protocol="official", **kw),
         "pck3d_rel_plain": PCK3D(protocol="plain", **kw),
@@ -80,8 +92,7 @@ def evaluate(
     batches: Iterable[dict[str, torch.Tensor]],
     num_sequences: int = 20,
     sequence_names: list[str] | None = None,
-    match_threshold_px: float = OFFICIAL_MATCH_THRESHOLD_PX,
-    matching: str = "2d",
+    match: MatchSpec = OFFICIAL_MATCHING,
 ) -> EvaluationResult:
     """Run ``predictor`` over ``batches`` and compute every metric.
 
@@ -90,10 +101,11 @@ def evaluate(
         batches: GT batches (see the module docstring).
         num_sequences: per-sequence breakdown size (20 for MuPoTS-3D, the number of actions for Human3.6M).
         sequence_names: names for the tables (default TS1..TSn).
-        match_threshold_px: 40 px on full-resolution GT; ``MATCH_THRESHOLD_PX_224`` when GT 2D is in input px.
-        matching: "2d" (official) or "index" (already paired, Human3.6M).
+        match: the official 2D matching at 40 px on full-resolution GT (default),
+            ``MatchSpec(threshold_px=MATCH_THRESHOLD_PX_224)`` when GT 2D is in input px, ``MatchSpec("index")``
+            for already paired people (Human3.6M).
     """
-    metrics = build_metrics(num_sequences, match_threshold_px, matching)
+    metrics = build_metrics(num_sequences, match)
     ap = APRoot()
     for batch in batches:
         pred_poses, pred_2d, pred_mask, *rest = predictor(batch["image"])
@@ -106,16 +118,10 @@ def evaluate(
             pred_2d = to_full_resolution(pred_2d, batch["mapping"][:, None].to(pred_2d))
         gt, gt_2d, gt_mask, seq = batch["gt_poses"], batch["gt_2d"], batch["gt_mask"], batch.get("sequence")
         ap.update(pred_poses[..., ROOT, :], confidence, pred_mask, gt[..., ROOT, :], gt_mask)
-        univ = batch.get("gt_poses_univ", gt)
-        for name, metric in metrics.items():
+        gt_variants = {"annot3": gt, "univ_annot3": batch.get("gt_poses_univ", gt)}
+        for metric in metrics.values():
             metric.update(
-                pred_poses,
-                pred_2d,
-                pred_mask,
-                univ if name in ("pck3d_rel", "pck3d_abs_150") else gt,
-                gt_2d,
-                gt_mask,
-                seq,
+                PeopleBatch(pred_poses, pred_2d, pred_mask, gt_variants[metric.gt_variant], gt_2d, gt_mask, seq)
             )
     names = sequence_names or [f"TS{i + 1}" for i in range(num_sequences)]
     return EvaluationResult(**{k: m.compute() for k, m in metrics.items()}, ap_root=ap.compute(), sequence_names=names)
@@ -235,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     from torch.utils.data import DataLoader
 
     from lightning_mp3d.inference import PoseEstimator
-    from lightning_mp3d.metrics.functional import MATCH_THRESHOLD_PX_224
+    from lightning_mp3d.metrics import MATCH_THRESHOLD_PX_224
 
     parser = argparse.ArgumentParser(prog="mp3d-evaluate", description=main.__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", required=True, help="distill/phase1/phase2 checkpoint")
@@ -272,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             DataLoader(dataset, batch_size=args.batch_size),
             num_sequences=len(names),
             sequence_names=names,
-            matching="index",
+            match=MatchSpec("index"),
         )
         title = "Human3.6M (S9, S11)"
     elif args.dataset == "3dpw":
@@ -288,7 +294,11 @@ def main(argv: list[str] | None = None) -> int:
 
         batches = target_test_set(args.num_images, args.batch_size)
         result = evaluate(
-            predictor, batches, num_sequences=1, sequence_names=["target"], match_threshold_px=MATCH_THRESHOLD_PX_224
+            predictor,
+            batches,
+            num_sequences=1,
+            sequence_names=["target"],
+            match=MatchSpec(threshold_px=MATCH_THRESHOLD_PX_224),
         )
         title = "Embedded target domain"
     md, js = write_results(result, args.out, title)

@@ -24,7 +24,7 @@ from typing import NamedTuple
 import torch
 
 from lightning_mp3d.atomic import save_figure_atomic, write_text_atomic
-from lightning_mp3d.metrics import PCK2D, BoxIoU
+from lightning_mp3d.metrics import PCK2D, BoxIoU, MatchSpec, PeopleBatch
 from lightning_mp3d.metrics.functional import MATCH_THRESHOLD_PX_224, PCK2D_THRESHOLD_PX
 
 TEST_SEED = 20_200_823  # ECCV 2020's first day; used only here
@@ -90,13 +90,14 @@ def teacher_2d(
     teacher: torch.nn.Module, batches: list[dict[str, torch.Tensor]], protocol: Protocol
 ) -> dict[str, float]:
     """2D-PCK, 2D-MPJPE and box IoU of the teacher's grouped people."""
-    kw = {"num_sequences": 1, "match_threshold_px": protocol.match_px}
+    kw = {"num_sequences": 1, "match": MatchSpec(threshold_px=protocol.match_px)}
     pck, iou = PCK2D(threshold_px=protocol.pck2d_px, **kw), BoxIoU(**kw)
     for b in batches:
         people = teacher.grouped(b["image"])
-        dummy = torch.zeros(people.keypoints.shape[:-1] + (3,))
         for metric in (pck, iou):
-            metric.update(dummy, people.keypoints, people.mask, b["gt_poses"], b["gt_2d"], b["gt_mask"], b["sequence"])
+            metric.update(
+                PeopleBatch(None, people.keypoints, people.mask, None, b["gt_2d"], b["gt_mask"], b["sequence"])
+            )
     p, i = pck.compute(), iou.compute()
     return {"pck2d": 100 * float(p.pck_all), "mpjpe_2d": float(p.mpjpe_2d), "box_iou": 100 * float(i.iou_all)}
 
@@ -112,10 +113,13 @@ def student_metrics(predictions: list, batches: list[dict[str, torch.Tensor]], p
         out = by_batch[id(images)]
         return out.poses, out.keypoints, out.mask
 
-    r = evaluate(predictor, batches, num_sequences=1, sequence_names=["target"], match_threshold_px=protocol.match_px)
-    pck2d = PCK2D(threshold_px=protocol.pck2d_px, num_sequences=1, match_threshold_px=protocol.match_px)
+    match = MatchSpec(threshold_px=protocol.match_px)
+    r = evaluate(predictor, batches, num_sequences=1, sequence_names=["target"], match=match)
+    pck2d = PCK2D(threshold_px=protocol.pck2d_px, num_sequences=1, match=match)
     for b, out in zip(batches, predictions, strict=True):
-        pck2d.update(out.poses, out.keypoints, out.mask, b["gt_poses"], b["gt_2d"], b["gt_mask"], b["sequence"])
+        pck2d.update(
+            PeopleBatch(out.poses, out.keypoints, out.mask, b["gt_poses"], b["gt_2d"], b["gt_mask"], b["sequence"])
+        )
     p2 = pck2d.compute()
     return {
         "pck3d_rel": 100 * float(r.pck3d_rel.pck_all),

@@ -45,8 +45,8 @@ def main(out_path: str) -> None:
     results = {}
     for name, make in kinds.items():
         ddp, ref = make(), make(sync_on_compute=False)
-        ddp.update(*mine)
-        ref.update(*data)
+        ddp.update(M.PeopleBatch(*mine))
+        ref.update(M.PeopleBatch(*data))
         results[name] = [_flat(ddp.compute()), _flat(ref.compute())]
     # AP_root: cat states of different lengths per rank
     pred, _, pred_mask, gt, _, gt_mask, _ = data

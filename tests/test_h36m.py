@@ -2,9 +2,11 @@
 
 import numpy as np
 import pytest
+import torch
 
 from lightning_mp3d.datamodules.h36m import H36M17_TO_OURS, H36MDataModule, H36MDataset
 from lightning_mp3d.evaluation import evaluate
+from lightning_mp3d.metrics import MatchSpec
 
 
 def _write(path, joints=17):
@@ -50,6 +52,9 @@ def test_per_action_root_aligned_mpjpe_by_hand(tmp_path):
         pred[:, :, 1:, 0] += np.asarray(shift)[:, None, None]
         return pred, b["gt_2d_input"], b["gt_mask"]
 
-    r = evaluate(predictor, batches, num_sequences=2, sequence_names=["Directions", "Walking"], matching="index")
-    assert r.mpjpe.per_sequence.tolist() == pytest.approx([10.0 * 14 / 15, 30.0 * 14 / 15], rel=1e-5)
-    assert r.mpjpe.mean_over_sequences.item() == pytest.approx(20.0 * 14 / 15, rel=1e-5)
+    names = ["Directions", "Walking"]
+    r = evaluate(predictor, batches, num_sequences=2, sequence_names=names, match=MatchSpec("index"))
+    per_sequence = torch.tensor([10.0 * 14 / 15, 30.0 * 14 / 15], dtype=r.mpjpe.per_sequence.dtype)
+    torch.testing.assert_close(r.mpjpe.per_sequence, per_sequence, rtol=1e-5, atol=1e-12)
+    mean = torch.tensor(20.0 * 14 / 15, dtype=r.mpjpe.mean_over_sequences.dtype)
+    torch.testing.assert_close(r.mpjpe.mean_over_sequences, mean, rtol=1e-5, atol=1e-12)

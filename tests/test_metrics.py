@@ -22,12 +22,18 @@ def _person(offset=(0.0, 0.0, 4000.0), seed=0) -> torch.Tensor:
     return pose + torch.tensor(offset, dtype=torch.float64)
 
 
+def _close(actual: torch.Tensor, expected, rtol: float = 1e-6, atol: float = 1e-12) -> None:
+    """``torch.testing.assert_close`` against a number or list (pytest.approx's default tolerances; 0, 0 = exact)."""
+    expected = torch.as_tensor(expected, dtype=actual.dtype)
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol, equal_nan=True)
+
+
 def _project(p: torch.Tensor) -> torch.Tensor:
     return 1000.0 * p[..., :2] / p[..., 2:3] + 1000.0
 
 
 def _frame(preds: list[torch.Tensor], gts: list[torch.Tensor], g_pad: int | None = None, p_pad: int | None = None):
-    """One frame (B = 1) from lists of (15, 3) poses; 2D by projection."""
+    """One frame (B = 1) from lists of (15, 3) poses; 2D by projection: a PeopleBatch without sequence."""
     P, G = p_pad or max(len(preds), 1), g_pad or len(gts)
     pp = torch.zeros(1, P, 15, 3, dtype=torch.float64)
     gp = torch.zeros(1, G, 15, 3, dtype=torch.float64)
@@ -37,7 +43,7 @@ def _frame(preds: list[torch.Tensor], gts: list[torch.Tensor], g_pad: int | None
         pp[0, i], pm[0, i] = p, True
     for i, p in enumerate(gts):
         gp[0, i], gm[0, i] = p, True
-    return pp, _project(pp) * pm[..., None, None], pm, gp, _project(gp), gm
+    return M.PeopleBatch(pp, _project(pp) * pm[..., None, None], pm, gp, _project(gp), gm)
 
 
 def test_pck3d_149mm_is_correct_151mm_is_not():
@@ -45,29 +51,29 @@ def test_pck3d_149mm_is_correct_151mm_is_not():
     for off, expect in ((149.0, 1.0), (151.0, 0.0)):
         pred = gt.clone()
         pred[7, 0] += off  # right wrist, plain protocol (no bone rescaling)
-        r = M.pck3d(*_frame([pred], [gt]), protocol="plain")
-        assert r.per_joint_all[7].item() == expect
-        assert r.pck_all.item() == pytest.approx((13 + expect) / 14)
-        assert r.per_group_all["wrists"].item() == pytest.approx((1 + expect) / 2)
+        r = M.pck3d(_frame([pred], [gt]), protocol="plain")
+        _close(r.per_joint_all[7], expect, 0, 0)
+        _close(r.pck_all, (13 + expect) / 14)
+        _close(r.per_group_all["wrists"], (1 + expect) / 2)
 
 
 def test_absolute_threshold_250_vs_150():
     gt = _person()
     pred = gt + torch.tensor([0.0, 0.0, 200.0], dtype=torch.float64)  # 200 mm deeper: 2D moves < 40 px
     frame = _frame([pred], [gt])
-    assert M.pck3d(*frame, mode="absolute", threshold=250.0, protocol="plain").pck_all.item() == 1.0
-    assert M.pck3d(*frame, mode="absolute", threshold=150.0).pck_all.item() == 0.0
-    assert M.pck3d(*frame, mode="relative").pck_all.item() == 1.0
+    _close(M.pck3d(frame, mode="absolute", threshold=250.0, protocol="plain").pck_all, 1.0, 0, 0)
+    _close(M.pck3d(frame, mode="absolute", threshold=150.0).pck_all, 0.0, 0, 0)
+    _close(M.pck3d(frame, mode="relative").pck_all, 1.0, 0, 0)
 
 
 def test_unmatched_gt_counts_zero_in_all_and_is_excluded_in_matched():
     a, b = _person(seed=1), _person((900.0, 0.0, 4000.0), seed=2)
-    r = M.pck3d(*_frame([a], [a, b]))
-    assert r.pck_all.item() == pytest.approx(0.5)
-    assert r.pck_matched.item() == 1.0
-    assert r.detection_rate.item() == 0.5
-    e = M.mpjpe(*_frame([a + 5.0], [a, b]), root_align=False)
-    assert e.mpjpe.item() == pytest.approx(5.0 * 3**0.5)  # only the matched person counts
+    r = M.pck3d(_frame([a], [a, b]))
+    _close(r.pck_all, 0.5)
+    _close(r.pck_matched, 1.0, 0, 0)
+    _close(r.detection_rate, 0.5, 0, 0)
+    e = M.mpjpe(_frame([a + 5.0], [a, b]), root_align=False)
+    _close(e.mpjpe, 5.0 * 3**0.5)  # only the matched person counts
 
 
 def test_matching_is_greedy_over_gt_in_order_and_uses_each_prediction_once():
@@ -78,8 +84,8 @@ def test_matching_is_greedy_over_gt_in_order_and_uses_each_prediction_once():
     pred_2d[0, 1] = 1000.0  # ... and prediction 1 matches nothing
     pm, gm = torch.ones(1, 2, dtype=torch.bool), torch.ones(1, 2, dtype=torch.bool)
     m = M.match_people(pred_2d, pm, gt_2d, gm, threshold_px=40.0)
-    assert m.index.tolist() == [[0, -1]]  # GT 0 comes first and takes it; GT 1 stays unmatched
-    assert m.score.tolist() == [[13, 0]]
+    torch.testing.assert_close(m.index, torch.tensor([[0, -1]]))  # GT 0 comes first and takes it; GT 1 stays unmatched
+    torch.testing.assert_close(m.score, torch.tensor([[13, 0]]))
 
 
 def test_matching_box_is_strict_and_per_axis():
@@ -120,7 +126,7 @@ def test_completion_choice_versus_real_spine():
     assert (ours - gt17).norm(dim=-1).max().item() < 1e-6  # the official 1e-8 mm guard in the bone norm
     trunk = (gt17[1] - gt17[14]).norm()
     stretch = (real[15] - real[14]).norm() + (real[1] - real[15]).norm() - trunk
-    assert (other[1] - gt17[1]).norm().item() == pytest.approx(stretch.item(), rel=1e-6)
+    _close((other[1] - gt17[1]).norm(), stretch.item())
     assert stretch.item() > 1.0
 
 
@@ -219,11 +225,11 @@ def test_pck3d_matches_independent_numpy_port_of_official_script():
         for i in range(len(seq))
     ]
     ref_pck, ref_pck_m, ref_auc = _np_eval(frames, 3)
-    r = M.pck3d(*batch, num_sequences=3)
+    r = M.pck3d(M.PeopleBatch(*batch), num_sequences=3)
     assert 0.1 < ref_pck < 0.99  # a non-trivial case
-    assert r.pck_all.item() == pytest.approx(ref_pck, abs=1e-12)
-    assert r.pck_matched.item() == pytest.approx(ref_pck_m, abs=1e-12)
-    assert r.auc_all.item() == pytest.approx(ref_auc, abs=1e-12)
+    _close(r.pck_all, ref_pck, rtol=0)
+    _close(r.pck_matched, ref_pck_m, rtol=0)
+    _close(r.auc_all, ref_auc, rtol=0)
 
 
 def test_accumulating_batches_equals_one_call_on_concatenated_data():
@@ -231,9 +237,9 @@ def test_accumulating_batches_equals_one_call_on_concatenated_data():
     cat = [torch.cat((x, y)) for x, y in zip(b1, b2)]
     for cls, kw in ((M.PCK3D, {}), (M.MPJPE, {}), (M.PAMPJPE, {}), (M.PCK2D, {}), (M.BoxIoU, {})):
         acc, one = cls(num_sequences=3, **kw), cls(num_sequences=3, **kw)
-        acc.update(*b1)
-        acc.update(*b2)
-        one.update(*cat)
+        acc.update(M.PeopleBatch(*b1))
+        acc.update(M.PeopleBatch(*b2))
+        one.update(M.PeopleBatch(*cat))
         for x, y in zip(acc.compute(), one.compute()):
             if isinstance(x, dict):
                 for k in x:
@@ -249,7 +255,8 @@ def test_mpjpe_and_pa_mpjpe_against_numpy():
     w = (gt_mask & m.matched).numpy()
     g = gt.numpy()
     e = np.linalg.norm((pg - pg[:, :, :1]) - (g - g[:, :, :1]), axis=-1)[w]
-    assert M.mpjpe(pred, pred_2d, pred_mask, gt, gt_2d, gt_mask).mpjpe.item() == pytest.approx(e.mean())
+    people = M.PeopleBatch(pred, pred_2d, pred_mask, gt, gt_2d, gt_mask)
+    _close(M.mpjpe(people).mpjpe, e.mean())
     pa = []
     for x, y in zip(pg[w], g[w]):  # Umeyama in NumPy
         xc, yc = x - x.mean(0), y - y.mean(0)
@@ -258,7 +265,7 @@ def test_mpjpe_and_pa_mpjpe_against_numpy():
         r = u @ np.diag([1, 1, d]) @ vt
         sc = (s * [1, 1, d]).sum() / (xc**2).sum()
         pa.append(np.linalg.norm(sc * xc @ r.T - yc, axis=-1).mean())
-    assert M.pa_mpjpe(pred, pred_2d, pred_mask, gt, gt_2d, gt_mask).mpjpe.item() == pytest.approx(np.mean(pa))
+    _close(M.pa_mpjpe(people).mpjpe, np.mean(pa))
 
 
 def test_pa_mpjpe_is_zero_for_a_similar_pose():
@@ -266,10 +273,10 @@ def test_pa_mpjpe_is_zero_for_a_similar_pose():
     rot = torch.linalg.qr(torch.randn(3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(5)))[0]
     rot = rot * torch.sign(torch.linalg.det(rot))
     pred = 0.8 * (gt - gt[0]) @ rot.T + gt[0]
-    frame = list(_frame([pred], [gt]))
-    frame[1] = frame[4].clone()  # match on the GT's 2D
-    assert M.pa_mpjpe(*frame).mpjpe.item() < 1e-6
-    assert M.mpjpe(*frame).mpjpe.item() > 10.0
+    frame = _frame([pred], [gt])
+    frame = frame._replace(pred_2d=frame.gt_2d.clone())  # match on the GT's 2D
+    assert M.pa_mpjpe(frame).mpjpe.item() < 1e-6
+    assert M.mpjpe(frame).mpjpe.item() > 10.0
 
 
 def test_pck2d_mpjpe2d_and_box_iou_by_hand():
@@ -280,15 +287,16 @@ def test_pck2d_mpjpe2d_and_box_iou_by_hand():
     pred[0, 0, 1, 0] += 24.9
     pred[0, 0, 3, 0] += 25.1
     ones = torch.ones(1, 1, dtype=torch.bool)
-    r = M.pck2d(pred, ones, gt_2d, ones)
-    assert r.pck_all.item() == pytest.approx(14 / 15)
-    assert r.mpjpe_2d.item() == pytest.approx((24.9 + 25.1) / 15, rel=1e-5)
+    r = M.pck2d(M.PeopleBatch(None, pred, ones, None, gt_2d, ones))
+    _close(r.pck_all, 14 / 15)
+    _close(r.mpjpe_2d, (24.9 + 25.1) / 15, rtol=1e-5)
     shifted = gt_2d + torch.tensor([50.0, 0.0])  # box [50, 150] x [0, 100] vs [0, 100] x [0, 100]: IoU 1/3
-    assert M.box_iou(shifted, ones, gt_2d, ones, matching="index").iou_matched.item() == pytest.approx(1 / 3)
+    by_index = M.MatchSpec("index")
+    _close(M.box_iou(M.PeopleBatch(None, shifted, ones, None, gt_2d, ones), match=by_index).iou_matched, 1 / 3)
     two = torch.ones(1, 2, dtype=torch.bool)
     gt2 = torch.cat((gt_2d, gt_2d + 1000.0), 1)
-    b = M.box_iou(shifted, ones, gt2, two, matching="index")  # 50 px is beyond the 40 px matching box
-    assert (b.iou_matched.item(), b.iou_all.item()) == pytest.approx((1 / 3, 1 / 6))
+    b = M.box_iou(M.PeopleBatch(None, shifted, ones, None, gt2, two), match=by_index)  # 50 px: beyond the 40 px box
+    _close(torch.stack((b.iou_matched, b.iou_all)), [1 / 3, 1 / 6])
 
 
 def test_ap_root_by_hand():
@@ -296,37 +304,36 @@ def test_ap_root_by_hand():
     pred = torch.tensor([[[10.0, 0.0, 4000.0], [5000.0, 0.0, 4000.0], [1100.0, 0.0, 4000.0]]])
     scores = torch.tensor([[0.9, 0.8, 0.7]])  # TP, FP, TP -> precision 1, 1/2, 2/3 at recall 1/2, 1/2, 1
     ap = M.ap_root(pred, scores, torch.ones(1, 3, dtype=torch.bool), gt, torch.ones(1, 2, dtype=torch.bool))
-    assert ap.item() == pytest.approx(0.5 * 1.0 + 0.5 * 2 / 3)
+    _close(ap, 0.5 * 1.0 + 0.5 * 2 / 3)
     metric = M.APRoot()
     metric.update(pred, scores, torch.ones(1, 3, dtype=torch.bool), gt, torch.ones(1, 2, dtype=torch.bool))
-    assert metric.compute().item() == pytest.approx(ap.item())
+    _close(metric.compute(), ap.item())
 
 
 def test_per_sequence_headline_is_mean_of_sequence_pcks():
     a, b = _person(seed=3), _person((900.0, 0.0, 4000.0), seed=4)
     f1, f2 = _frame([a], [a, b]), _frame([a], [a, b])
-    cat = [torch.cat((x, y)) for x, y in zip(f1, f2)]
+    cat = [torch.cat((x, y)) for x, y in zip(f1[:6], f2[:6])]
     cat[1][1] = 0.0  # frame 2 has no predictions
     cat[2][1] = False
-    r = M.pck3d(*cat, torch.tensor([0, 2]), num_sequences=3)
-    assert r.per_sequence_all[0].item() == 0.5 and r.per_sequence_all[2].item() == 0.0
-    assert r.per_sequence_all[1].isnan()
-    assert r.pck_all.item() == pytest.approx(0.25)  # sequences without GT are left out of the mean
+    r = M.pck3d(M.PeopleBatch(*cat, torch.tensor([0, 2])), num_sequences=3)
+    _close(r.per_sequence_all, [0.5, float("nan"), 0.0], 0, 0)  # sequence 1 has no GT: NaN
+    _close(r.pck_all, 0.25)  # sequences without GT are left out of the mean
     assert set(r.per_group_all) == set(JOINT_GROUPS) - {"pelvis"}
 
 
 def test_bad_inputs_raise_value_errors_naming_the_input():
     pred, pred_2d, pred_mask, gt, gt_2d, gt_mask, seq = _random_batch(4)
     with pytest.raises(ValueError, match="pred_poses"):
-        M.pck3d(pred[..., :2], pred_2d, pred_mask, gt, gt_2d, gt_mask)
+        M.pck3d(M.PeopleBatch(pred[..., :2], pred_2d, pred_mask, gt, gt_2d, gt_mask))
     with pytest.raises(ValueError, match="gt_mask"):
-        M.pck3d(pred, pred_2d, pred_mask, gt, gt_2d, gt_mask.float())
+        M.pck3d(M.PeopleBatch(pred, pred_2d, pred_mask, gt, gt_2d, gt_mask.float()))
     with pytest.raises(ValueError, match="sequence"):
-        M.pck3d(pred, pred_2d, pred_mask, gt, gt_2d, gt_mask, seq + 5, num_sequences=3)
+        M.pck3d(M.PeopleBatch(pred, pred_2d, pred_mask, gt, gt_2d, gt_mask, seq + 5), num_sequences=3)
     with pytest.raises(ValueError, match="protocol"):
         M.PCK3D(protocol="nope")
     with pytest.raises(ValueError, match="matching"):
-        M.MPJPE(matching="nope")
+        M.MPJPE(match=M.MatchSpec("nope"))
 
 
 def test_metrics_package_does_not_import_lightning():

@@ -14,7 +14,7 @@ The ``.npz`` layout (one file; build it from Human3.6M with your own converter):
     image_paths   (N,) str          optional (instead of images): frame files relative to the .npz folder
 
 Each item is one frame with one person (G = 1), with the same keys as ``MuPoTSDataset`` (``sequence`` is the action
-index), so the evaluation runner handles both; pair predictions by index (``matching="index"``).
+index), so the evaluation runner handles both; pair predictions by index (``match=MatchSpec("index")``).
 """
 
 from __future__ import annotations

@@ -1,93 +1,93 @@
 """torchmetrics wrappers of the functional pose metrics: they only declare sum states and call the functional core.
 
-Every class takes batches of frames with padded people (see ``metrics/functional.py``)::
+Every person metric takes a batch of frames with padded people (``functional.PeopleBatch``)::
 
-    metric.update(pred_poses, pred_2d, pred_mask, gt_poses, gt_2d, gt_mask, sequence)
+    metric.update(PeopleBatch(pred_poses, pred_2d, pred_mask, gt_poses, gt_2d, gt_mask, sequence))
 
-(2D-only metrics ignore the 3D arguments), keeps per-sequence sums and counts reduced with ``"sum"`` across DDP
-ranks (``APRoot`` keeps per-prediction lists reduced with ``"cat"``), and ``compute()`` returns the functional
-result NamedTuple (``.as_dict(prefix)`` flattens it for ``self.log_dict``). One instance per split.
+(2D-only metrics ignore the 3D fields), keeps per-sequence sums and counts reduced with ``"sum"`` across DDP ranks
+(``APRoot`` keeps per-prediction lists reduced with ``"cat"``), and ``compute()`` returns the functional result
+NamedTuple (``.as_dict(prefix)`` flattens it for ``self.log_dict``). One instance per split. ``gt_variant`` says
+which MuPoTS GT the metric's ``gt_poses`` should be: ``"univ_annot3"`` for the official (bone-rescaling) 3DPCK,
+``"annot3"`` (camera coordinates) for every other metric.
 """
 
 from __future__ import annotations
 
 import abc
+from typing import Literal, NamedTuple
 
 import torch
 from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
 
-from lightning_mp3d.metrics import functional as F
-from lightning_mp3d.metrics.functional import (
+from lightning_mp3d.metrics.functional.ap_root import (
+    AP_ROOT_THRESHOLD_MM,
+    APRootStats,
+    _ap_root_compute,
+    _ap_root_update,
+)
+from lightning_mp3d.metrics.functional.box_iou import BoxIoUResult, BoxIoUStats, _box_iou_compute, _box_iou_update
+from lightning_mp3d.metrics.functional.matching import OFFICIAL_MATCHING, MatchSpec
+from lightning_mp3d.metrics.functional.mpjpe import MPJPEResult, MPJPEStats, _mpjpe_compute, _mpjpe_update
+from lightning_mp3d.metrics.functional.mupots import (
     AUC_THRESHOLDS_MM,
-    OFFICIAL_MATCH_THRESHOLD_PX,
-    PCK2D_THRESHOLD_PX,
     PCK3D_THRESHOLD_MM,
     SCORED_JOINTS,
+    check_protocol,
 )
+from lightning_mp3d.metrics.functional.pck2d import (
+    PCK2D_THRESHOLD_PX,
+    PCK2DResult,
+    PCK2DStats,
+    _pck2d_compute,
+    _pck2d_update,
+)
+from lightning_mp3d.metrics.functional.pck3d import PCK3DResult, PCK3DStats, _pck3d_compute, _pck3d_update
+from lightning_mp3d.metrics.functional.people import PeopleBatch
 from lightning_mp3d.skeleton import NUM_JOINTS
+
+GTVariant = Literal["annot3", "univ_annot3"]
 
 
 class _PersonMetric(Metric):
-    """Shared constructor arguments of the person-level metrics."""
+    """A metric of matched people: per-sequence sum states named by the fields of its ``_stats`` NamedTuple.
+
+    Args:
+        num_sequences: length of the per-sequence breakdown (20 for MuPoTS-3D); ``PeopleBatch.sequence`` indexes it.
+        match: how predictions pair with GT people (default: the official 2D matching at 40 px, full resolution).
+    """
 
     full_state_update = False
     higher_is_better: bool | None = None
     is_differentiable = False
+    gt_variant: GTVariant = "annot3"
+    _stats: type[NamedTuple]
 
-    def __init__(
-        self,
-        num_sequences: int = 1,
-        match_threshold_px: float = OFFICIAL_MATCH_THRESHOLD_PX,
-        matching: str = "2d",
-        **kwargs,
-    ) -> None:
+    def __init__(self, num_sequences: int = 1, match: MatchSpec = OFFICIAL_MATCHING, **kwargs) -> None:
         super().__init__(**kwargs)
         if num_sequences < 1:
             raise ValueError(f"num_sequences must be >= 1, got {num_sequences}")
-        if matching not in ("2d", "index"):
-            raise ValueError(f"matching must be '2d' or 'index', got {matching!r}")
-        if match_threshold_px <= 0:
-            raise ValueError(f"match_threshold_px must be positive, got {match_threshold_px}")
+        if not isinstance(match, MatchSpec):
+            raise TypeError(f"match must be a MatchSpec, got {type(match).__name__}")
         self.num_sequences = num_sequences
-        self.match_threshold_px = float(match_threshold_px)
-        self.matching = matching
+        self.match = match
 
     def _sum_state(self, name: str, *shape: int) -> None:
         self.add_state(name, default=torch.zeros(*shape, dtype=torch.float64), dist_reduce_fx="sum")
 
-    @property
-    def _match_kwargs(self) -> dict:
-        return {
-            "num_sequences": self.num_sequences,
-            "match_threshold_px": self.match_threshold_px,
-            "matching": self.matching,
-        }
-
-    def update(
-        self,
-        pred_poses: torch.Tensor | None,
-        pred_2d: torch.Tensor,
-        pred_mask: torch.Tensor,
-        gt_poses: torch.Tensor | None,
-        gt_2d: torch.Tensor,
-        gt_mask: torch.Tensor,
-        sequence: torch.Tensor | None = None,
-    ) -> None:
-        """Accumulate a batch of frames; shapes as in ``functional`` (2D-only metrics ignore the 3D arguments).
-
-        Each state is the same-named field of the batch's sufficient statistics, added in place.
-        """
-        stats = self._batch_stats(pred_poses, pred_2d, pred_mask, gt_poses, gt_2d, gt_mask, sequence)
+    def update(self, people: PeopleBatch) -> None:
+        """Accumulate a batch of frames: each state is the same-named field of the batch's statistics, added."""
+        stats = self._batch_stats(people)
         for name, value in stats._asdict().items():
             setattr(self, name, getattr(self, name) + value)
 
     @abc.abstractmethod
-    def _batch_stats(self, pred_poses, pred_2d, pred_mask, gt_poses, gt_2d, gt_mask, sequence) -> tuple:
-        """The functional ``_*_update`` of this metric: a stats NamedTuple whose fields name the states."""
+    def _batch_stats(self, people: PeopleBatch) -> tuple:
+        """The functional ``_*_update`` of this metric: a ``_stats`` NamedTuple whose fields name the states."""
 
-    def _state_stats(self, stats_type: type) -> tuple:
-        """The accumulated states as a stats NamedTuple of ``stats_type``."""
-        return stats_type(*(getattr(self, field) for field in stats_type._fields))
+    def _state_stats(self) -> tuple:
+        """The accumulated states as a ``_stats`` NamedTuple."""
+        return self._stats(*(getattr(self, field) for field in self._stats._fields))
 
 
 class PCK3D(_PersonMetric):
@@ -96,75 +96,66 @@ class PCK3D(_PersonMetric):
     Args:
         threshold: 150 mm (3DPCK_rel; also the official script's absolute mode) or 250 mm (the paper's 3DPCK_abs).
         mode: "relative" (pelvis-centred) or "absolute" (camera coordinates).
-        protocol: "official" (bone rescaling to the GT, with the 17-joint completion) or "plain".
-        num_sequences: length of the per-sequence breakdown (20 for MuPoTS-3D); ``sequence`` indexes it.
-        match_threshold_px: matching box half-size (40 px full-res; ``MATCH_THRESHOLD_PX_224`` at 224 px).
-        matching: "2d" (official matching) or "index" (prediction g is GT g).
+        protocol: "official" (bone rescaling to the GT, with the 17-joint completion; ``gt_variant`` is then
+            ``"univ_annot3"``) or "plain" (``"annot3"``).
         joints: scored joints (default: all but the pelvis = MuPoTS 0..13).
+        num_sequences, match: as every person metric (``_PersonMetric``).
     """
 
     higher_is_better = True
+    _stats = PCK3DStats
 
     def __init__(
         self,
         threshold: float = PCK3D_THRESHOLD_MM,
         mode: str = "relative",
         protocol: str = "official",
-        num_sequences: int = 1,
-        match_threshold_px: float = OFFICIAL_MATCH_THRESHOLD_PX,
-        matching: str = "2d",
         joints: tuple[int, ...] = SCORED_JOINTS,
         **kwargs,
     ) -> None:
-        super().__init__(num_sequences, match_threshold_px, matching, **kwargs)
-        if mode not in ("relative", "absolute"):
-            raise ValueError(f"mode must be 'relative' or 'absolute', got {mode!r}")
-        if protocol not in ("official", "plain"):
-            raise ValueError(f"protocol must be 'official' or 'plain', got {protocol!r}")
+        super().__init__(**kwargs)
+        check_protocol(mode, protocol)
         if threshold <= 0:
             raise ValueError(f"threshold must be positive (mm), got {threshold}")
         self.thresholds = (float(threshold), *AUC_THRESHOLDS_MM)
         self.mode, self.protocol, self.joints = mode, protocol, tuple(joints)
-        self._sum_state("correct", num_sequences, len(self.thresholds), NUM_JOINTS)
-        self._sum_state("people_all", num_sequences)
-        self._sum_state("people_matched", num_sequences)
+        self._sum_state("correct", self.num_sequences, len(self.thresholds), NUM_JOINTS)
+        self._sum_state("people_all", self.num_sequences)
+        self._sum_state("people_matched", self.num_sequences)
 
-    def _batch_stats(self, pred_poses, pred_2d, pred_mask, gt_poses, gt_2d, gt_mask, sequence) -> tuple:
-        return F._pck3d_update(
-            pred_poses, pred_2d, pred_mask, gt_poses, gt_2d, gt_mask, sequence,
-            thresholds=self.thresholds, mode=self.mode, protocol=self.protocol, **self._match_kwargs,
+    @property
+    def gt_variant(self) -> GTVariant:
+        """The official protocol rescales bones to MuPoTS's universal skeleton (``univ_annot3``)."""
+        return "univ_annot3" if self.protocol == "official" else "annot3"
+
+    def _batch_stats(self, people: PeopleBatch) -> tuple:
+        return _pck3d_update(
+            people, thresholds=self.thresholds, mode=self.mode, protocol=self.protocol, match=self.match,
+            num_sequences=self.num_sequences,
         )  # fmt: skip
 
-    def compute(self) -> F.PCK3DResult:
+    def compute(self) -> PCK3DResult:
         """PCK3DResult over everything accumulated (on all ranks)."""
-        return F._pck3d_compute(self._state_stats(F.PCK3DStats), self.joints)
+        return _pck3d_compute(self._state_stats(), self.joints)
 
 
 class _MPJPEBase(_PersonMetric):
     higher_is_better = False
+    _stats = MPJPEStats
     _align = "root"
 
-    def __init__(
-        self,
-        num_sequences: int = 1,
-        match_threshold_px: float = OFFICIAL_MATCH_THRESHOLD_PX,
-        matching: str = "2d",
-        joints: tuple[int, ...] | None = None,
-        **kwargs,
-    ) -> None:
-        super().__init__(num_sequences, match_threshold_px, matching, **kwargs)
+    def __init__(self, joints: tuple[int, ...] | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
         self.joints = None if joints is None else tuple(joints)
-        self._sum_state("error_sum", num_sequences, NUM_JOINTS)
-        self._sum_state("people", num_sequences)
+        self._sum_state("error_sum", self.num_sequences, NUM_JOINTS)
+        self._sum_state("people", self.num_sequences)
 
-    def _batch_stats(self, pred_poses, pred_2d, pred_mask, gt_poses, gt_2d, gt_mask, sequence) -> tuple:
-        return F._mpjpe_update(
-            pred_poses, pred_2d, pred_mask, gt_poses, gt_2d, gt_mask, sequence, align=self._align, **self._match_kwargs
-        )
+    def _batch_stats(self, people: PeopleBatch) -> tuple:
+        return _mpjpe_update(people, align=self._align, match=self.match, num_sequences=self.num_sequences)
 
-    def compute(self) -> F.MPJPEResult:
+    def compute(self) -> MPJPEResult:
         """MPJPEResult (mm) over the matched people accumulated on all ranks."""
-        return F._mpjpe_compute(self._state_stats(F.MPJPEStats), self.joints)
+        return _mpjpe_compute(self._state_stats(), self.joints)
 
 
 class MPJPE(_MPJPEBase):
@@ -188,10 +179,11 @@ class PAMPJPE(_MPJPEBase):
 class PCK2D(_PersonMetric):
     """2D PCK at ``threshold_px`` (25 px) over all / matched GT people, and 2D-MPJPE (px) over matched people.
 
-    ``update`` takes the same arguments as ``PCK3D`` (the 3D ones may be None).
+    ``update`` takes a ``PeopleBatch`` like ``PCK3D`` (its 3D fields may be None).
     """
 
     higher_is_better = True
+    _stats = PCK2DStats
 
     def __init__(self, threshold_px: float = PCK2D_THRESHOLD_PX, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -201,20 +193,19 @@ class PCK2D(_PersonMetric):
         self._sum_state("people_all", self.num_sequences)
         self._sum_state("people_matched", self.num_sequences)
 
-    def _batch_stats(self, pred_poses, pred_2d, pred_mask, gt_poses, gt_2d, gt_mask, sequence) -> tuple:
-        return F._pck2d_update(
-            pred_2d, pred_mask, gt_2d, gt_mask, sequence, threshold_px=self.threshold_px, **self._match_kwargs
-        )
+    def _batch_stats(self, people: PeopleBatch) -> tuple:
+        return _pck2d_update(people, threshold_px=self.threshold_px, match=self.match, num_sequences=self.num_sequences)
 
-    def compute(self) -> F.PCK2DResult:
+    def compute(self) -> PCK2DResult:
         """PCK2DResult over everything accumulated."""
-        return F._pck2d_compute(self._state_stats(F.PCK2DStats))
+        return _pck2d_compute(self._state_stats())
 
 
 class BoxIoU(_PersonMetric):
     """Mean IoU of the tight 2D-joint boxes of matched people (and over all GT people, unmatched = 0)."""
 
     higher_is_better = True
+    _stats = BoxIoUStats
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -222,12 +213,12 @@ class BoxIoU(_PersonMetric):
         self._sum_state("people_all", self.num_sequences)
         self._sum_state("people_matched", self.num_sequences)
 
-    def _batch_stats(self, pred_poses, pred_2d, pred_mask, gt_poses, gt_2d, gt_mask, sequence) -> tuple:
-        return F._box_iou_update(pred_2d, pred_mask, gt_2d, gt_mask, sequence, **self._match_kwargs)
+    def _batch_stats(self, people: PeopleBatch) -> tuple:
+        return _box_iou_update(people, match=self.match, num_sequences=self.num_sequences)
 
-    def compute(self) -> F.BoxIoUResult:
+    def compute(self) -> BoxIoUResult:
         """BoxIoUResult over everything accumulated."""
-        return F._box_iou_compute(self._state_stats(F.BoxIoUStats))
+        return _box_iou_compute(self._state_stats())
 
 
 class APRoot(Metric):
@@ -241,7 +232,7 @@ class APRoot(Metric):
     higher_is_better = True
     is_differentiable = False
 
-    def __init__(self, threshold_mm: float = F.AP_ROOT_THRESHOLD_MM, **kwargs) -> None:
+    def __init__(self, threshold_mm: float = AP_ROOT_THRESHOLD_MM, **kwargs) -> None:
         super().__init__(**kwargs)
         self.threshold_mm = float(threshold_mm)
         self.add_state("scores", default=[], dist_reduce_fx="cat")
@@ -257,18 +248,19 @@ class APRoot(Metric):
         gt_mask: torch.Tensor,
     ) -> None:
         """Accumulate a batch of frames."""
-        s = F._ap_root_update(pred_roots, pred_scores, pred_mask, gt_roots, gt_mask, self.threshold_mm)
+        s = _ap_root_update(pred_roots, pred_scores, pred_mask, gt_roots, gt_mask, self.threshold_mm)
         self.scores.append(s.scores)
         self.true_positive.append(s.true_positive)
         self.num_gt += s.num_gt
 
     def compute(self) -> torch.Tensor:
         """() AP in [0, 1]."""
-        return F._ap_root_compute(F.APRootStats(_cat(self.scores), _cat(self.true_positive), self.num_gt))
+        return _ap_root_compute(APRootStats(_cat(self.scores), _cat(self.true_positive), self.num_gt))
 
 
 def _cat(x: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
-    """A list state (before sync) or an already concatenated tensor (after a DDP sync) as one tensor."""
-    if isinstance(x, list):
-        return torch.cat(x) if x else torch.zeros(0, dtype=torch.float64)
-    return x
+    """A list state (before sync) or an already concatenated tensor (after a DDP sync) as one tensor.
+
+    ``dim_zero_cat`` refuses an empty list (no update on this rank): that is no predictions, an empty tensor.
+    """
+    return torch.zeros(0, dtype=torch.float64) if isinstance(x, list) and not x else dim_zero_cat(x)

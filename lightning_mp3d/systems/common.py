@@ -35,6 +35,7 @@ from lightning_mp3d.losses.cross_modal import (
     supervised_3d_loss,
     transformed_roots,
 )
+from lightning_mp3d.metrics import PeopleBatch
 from lightning_mp3d.models.scene_decoder import DecodedScene, SceneDecoder
 from lightning_mp3d.models.student import OUTPUT_GRID, STAGE_KEY, PoseMapEncoder, SceneHead, build_scene_head
 from lightning_mp3d.roots import root_heatmap_targets, unique_root_mask
@@ -426,9 +427,9 @@ class CrossModalStage(LightningModule):
         gt = (batch["poses"], batch["joints_2d"], batch["mask"])
         m = self._metrics
         for name in ("pck3d_rel", "pck3d_abs", "mpjpe", "student_pck2d"):
-            m[name].update(scene.poses, scene.keypoints, scene.mask, *gt)
+            m[name].update(PeopleBatch(scene.poses, scene.keypoints, scene.mask, *gt))
         teacher_3d = t.people.keypoints.new_zeros(*t.people.keypoints.shape[:-1], 3)
-        m["teacher_pck2d"].update(teacher_3d, t.people.keypoints, t.people.mask, *gt)
+        m["teacher_pck2d"].update(PeopleBatch(teacher_3d, t.people.keypoints, t.people.mask, *gt))
         if self.hparams.val_figures and not self._figure_done and self.trainer.is_global_zero:
             self._figure_done = True
             log_student_figures(self, images, scene, t.people, batch)
@@ -449,9 +450,9 @@ class CrossModalStage(LightningModule):
 
 
 def _make_metrics() -> torch.nn.ModuleDict:
-    from lightning_mp3d.metrics import MATCH_THRESHOLD_PX_224, MPJPE, PCK2D, PCK3D, PCK3D_ABS_THRESHOLD_MM
+    from lightning_mp3d.metrics import MATCH_THRESHOLD_PX_224, MPJPE, PCK2D, PCK3D, PCK3D_ABS_THRESHOLD_MM, MatchSpec
 
-    kw = {"match_threshold_px": MATCH_THRESHOLD_PX_224}
+    kw = {"match": MatchSpec(threshold_px=MATCH_THRESHOLD_PX_224)}
     return torch.nn.ModuleDict(
         {
             "pck3d_rel": PCK3D(mode="relative", **kw),

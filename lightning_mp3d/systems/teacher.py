@@ -21,7 +21,7 @@ from torch import nn
 from lightning_mp3d.callbacks.media import log_figure
 from lightning_mp3d.callbacks.step_logs import logs_this_step
 from lightning_mp3d.losses.teacher import teacher_loss
-from lightning_mp3d.metrics import PCK2D
+from lightning_mp3d.metrics import PCK2D, MatchSpec, PeopleBatch
 from lightning_mp3d.models.teacher import EmbeddedTeacher
 from lightning_mp3d.skeleton import LIMBS
 from lightning_mp3d.synth.maps import render_maps
@@ -72,7 +72,8 @@ class TeacherPretraining(LightningModule):
         for name in self.val_names:
             if name not in self.val_pck:
                 self.val_pck[name] = PCK2D(
-                    threshold_px=self.hparams.pck_threshold_px, match_threshold_px=self.hparams.match_threshold_px
+                    threshold_px=self.hparams.pck_threshold_px,
+                    match=MatchSpec(threshold_px=self.hparams.match_threshold_px),
                 )
 
     def targets(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -102,7 +103,9 @@ class TeacherPretraining(LightningModule):
         loss, out = self._loss(batch)
         self.log(f"val/{name}/loss", loss.total, batch_size=batch["image"].shape[0], add_dataloader_idx=False)
         people = self.teacher.grouped(batch["image"])
-        self.val_pck[name].update(None, people.keypoints, people.mask, None, batch["joints_2d"], batch["mask"])
+        self.val_pck[name].update(
+            PeopleBatch(None, people.keypoints, people.mask, None, batch["joints_2d"], batch["mask"])
+        )
         if batch_idx == 0 and self.hparams.num_figure_images > 0:
             n = self.hparams.num_figure_images
             self._figure_batches[name] = {

@@ -339,3 +339,23 @@ def test_bad_inputs_raise_value_errors_naming_the_input():
 def test_metrics_package_does_not_import_lightning():
     code = "import sys, lightning_mp3d.metrics; assert not {'lightning', 'pytorch_lightning'} & set(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_evaluation_feeds_univ_annot3_to_the_official_pck3d_only():
+    from lightning_mp3d.evaluation import build_metrics
+
+    metrics = build_metrics(num_sequences=1, match=M.OFFICIAL_MATCHING)
+    univ = {name for name, metric in metrics.items() if metric.gt_variant == "univ_annot3"}
+    assert univ == {"pck3d_rel", "pck3d_abs_150"}  # the two that rescale bones (protocol="official")
+    assert {m.gt_variant for m in metrics.values()} == {"univ_annot3", "annot3"}
+
+
+def test_match_spec_and_people_batch_name_bad_inputs():
+    with pytest.raises(ValueError, match="threshold_px"):
+        M.MatchSpec(threshold_px=0.0)
+    pred, pred_2d, pred_mask, gt, gt_2d, gt_mask, _ = _random_batch(5)
+    with pytest.raises(ValueError, match="gt_poses"):
+        M.mpjpe(M.PeopleBatch(pred, pred_2d, pred_mask, None, gt_2d, gt_mask))
+    two_d_only = M.pck2d(M.PeopleBatch(None, pred_2d, pred_mask, None, gt_2d, gt_mask))  # 3D fields ignored
+    full = M.pck2d(M.PeopleBatch(pred, pred_2d, pred_mask, gt, gt_2d, gt_mask))
+    torch.testing.assert_close(two_d_only.pck_all, full.pck_all, rtol=0, atol=0)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from lightning_mp3d.synth.render import synthetic_batch
+from lightning_mp3d.synth.batches import synthetic_batch
 
 
 def bench(batch_size: int, style: str, device: str, repeats: int) -> float:

@@ -50,7 +50,7 @@ from lightning_mp3d.grouping import group_people  # noqa: E402
 from lightning_mp3d.models import teacher as teacher_module  # noqa: E402
 from lightning_mp3d.models.scene_decoder import SceneDecoder  # noqa: E402
 from lightning_mp3d.models.student import PoseMapEncoder, build_scene_head  # noqa: E402
-from lightning_mp3d.synth.render import synthetic_batch  # noqa: E402
+from lightning_mp3d.synth.batches import synthetic_batch  # noqa: E402
 from lightning_mp3d.systems import AAEPretraining, Phase1Alignment, Phase2SelfSupervised, TeacherPretraining  # noqa: E402
 
 CONFIGS = ROOT_DIR / "configs"

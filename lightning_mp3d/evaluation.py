@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         result = evaluate(predictor, loader, num_sequences=len(names), sequence_names=names)
         title = f"3DPW ({args.split})"
     else:
-        from lightning_mp3d.report import target_test_set
+        from lightning_mp3d.synth.batches import target_test_set
 
         batches = target_test_set(args.num_images, args.batch_size)
         result = evaluate(

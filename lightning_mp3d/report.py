@@ -26,8 +26,7 @@ import torch
 from lightning_mp3d.atomic import save_figure_atomic, write_text_atomic
 from lightning_mp3d.metrics import PCK2D, BoxIoU, MatchSpec, PeopleBatch
 from lightning_mp3d.metrics.functional import MATCH_THRESHOLD_PX_224, PCK2D_THRESHOLD_PX
-
-TEST_SEED = 20_200_823  # ECCV 2020's first day; used only here
+from lightning_mp3d.synth.batches import target_test_set
 
 
 class Protocol(NamedTuple):
@@ -58,31 +57,6 @@ ROW_NAMES = {
 }
 REFERENCE_ROWS = ("mean_pose", "knn_lifting")
 LEARNING = "learning"  # the diagnostics table's key in ``tables``
-
-
-def target_test_set(
-    num_images: int = 128, batch_size: int = 16, seed: int = TEST_SEED
-) -> list[dict[str, torch.Tensor]]:
-    """Fixed target-domain images with GT, as evaluation batches (``image``, ``gt_poses``, ``gt_2d``, ``gt_mask``)."""
-    from lightning_mp3d.synth.render import synthetic_batch
-
-    generator = torch.Generator().manual_seed(seed)
-    batches = []
-    for start in range(0, num_images, batch_size):
-        b = synthetic_batch(min(batch_size, num_images - start), "target", generator)
-        n = b["image"].shape[0]
-        batches.append(
-            {
-                "image": b["image"],
-                "gt_poses": b["poses"],
-                "gt_2d": b["joints_2d"],
-                "gt_mask": b["mask"],
-                "gt_roots_px": b["roots_px"],
-                "gt_depth": b["depth"],
-                "sequence": torch.zeros(n, dtype=torch.long),
-            }
-        )
-    return batches
 
 
 @torch.no_grad()

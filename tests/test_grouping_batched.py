@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from lightning_mp3d.grouping import GroupedPeople, Peaks, assemble, find_peaks, greedy_match, group_people
 from lightning_mp3d.models.teacher import COCO_LIMBS, COCO_NECK, COCO_PAF_CHANNELS, COCO_TREE, EmbeddedTeacher
 from lightning_mp3d.skeleton import JOINT_INDEX, LIMBS, NUM_JOINTS, NUM_LIMBS, ROOT
+from lightning_mp3d.synth.batches import synthetic_batch
 from lightning_mp3d.synth.maps import render_maps
-from lightning_mp3d.synth.render import synthetic_batch
 
 # ---------------------------------------------------------------------------------------------------------------
 # reference: the grouping before issue 15, verbatim but for the ref_ names

@@ -54,7 +54,7 @@ def test_rendered_shard_round_trip(tmp_path):
     samples = list(ImageShardDataset(str(tmp_path / "*.tar")))
     assert [s["key"] for s in samples] == ["source_00000000", "source_00000001", "source_00000002"]
     # the same images and GT, re-rendered from the same seed (PNG is 8-bit: images agree to 1/255)
-    from lightning_mp3d.synth.render import synthetic_batch
+    from lightning_mp3d.synth.batches import synthetic_batch
 
     gen = torch.Generator().manual_seed(1)
     ref = [synthetic_batch(2, "source", gen), synthetic_batch(1, "source", gen)]

@@ -13,7 +13,7 @@ from lightning_mp3d.datamodules.images import ImageDataModule
 from lightning_mp3d.datamodules.muco import MuCoDataset, write_muco_shards
 from lightning_mp3d.geometry import Intrinsics, project
 from lightning_mp3d.skeleton import MUPOTS17_TO_OURS
-from lightning_mp3d.synth.render import synthetic_batch
+from lightning_mp3d.synth.batches import synthetic_batch
 
 FRAMES = (  # (file_name, W, H, fx, fy, cx, cy, people)
     ("augmented_set/000001/img_000000.jpg", 2048, 2048, 1500.0, 1520.0, 1010.0, 1040.0, 3),

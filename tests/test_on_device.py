@@ -5,7 +5,7 @@ import pytest
 import torch
 from pytorch_lightning import LightningModule, Trainer
 
-import lightning_mp3d.synth.render as render
+import lightning_mp3d.datamodules.images as images_module
 from lightning_mp3d.datamodules.cross_modal import CrossModalDataModule
 from lightning_mp3d.datamodules.dsyn import BATCH_KEYS, DSynDataModule, DSynDataset
 from lightning_mp3d.datamodules.images import ImageDataModule, SyntheticImageDataset
@@ -69,7 +69,7 @@ def test_image_and_cross_modal_device_argument_reaches_the_renderer(monkeypatch)
         seen.append((device, None if generator is None else generator.device))
         return {"image": torch.empty(batch_size, 3, image_size, image_size, device=device)}
 
-    monkeypatch.setattr(render, "synthetic_batch", fake_synthetic_batch)
+    monkeypatch.setattr(images_module, "synthetic_batch", fake_synthetic_batch)
     dm = CrossModalDataModule(syn={"batch_size": 2, **SMALL}, images={"batch_size": 2, "val_size": 0},
                               batches_per_epoch=2, device="meta")  # fmt: skip
     dm.setup("fit")

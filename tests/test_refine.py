@@ -20,7 +20,7 @@ from lightning_mp3d.models.scene_decoder import SceneDecoder
 from lightning_mp3d.models.student import SceneHead
 from lightning_mp3d.models.teacher import EmbeddedTeacher
 from lightning_mp3d.predict import TupleOutput, export_torchscript
-from lightning_mp3d.synth.render import synthetic_batch
+from lightning_mp3d.synth.batches import synthetic_batch
 from lightning_mp3d.transforms import transform_points
 from tests.test_stages_fixtures import make_frozen_checkpoints, run_stage
 

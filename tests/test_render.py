@@ -6,7 +6,9 @@ from typing import NamedTuple
 import torch
 
 from lightning_mp3d.geometry import Intrinsics, euler_to_sincos, project, rotate, translate
-from lightning_mp3d.synth.render import DOMAIN_STYLES, DomainStyle, render_images, synthetic_batch
+from lightning_mp3d.synth.batches import synthetic_batch
+from lightning_mp3d.synth.render import render_images
+from lightning_mp3d.synth.styles import DOMAIN_STYLES, DomainStyle
 
 K = Intrinsics.for_image(224)
 

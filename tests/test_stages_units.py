@@ -8,7 +8,7 @@ from pytorch_lightning.utilities import CombinedLoader
 from lightning_mp3d.datamodules.cross_modal import CrossModalDataModule
 from lightning_mp3d.datamodules.dsyn import make_dsyn_batch
 from lightning_mp3d.grouping import GroupedPeople
-from lightning_mp3d.synth.render import synthetic_batch
+from lightning_mp3d.synth.batches import synthetic_batch
 from lightning_mp3d.systems import DistillationWarmup, Phase1Alignment, Phase2SelfSupervised
 from lightning_mp3d.systems import common as common_module
 from lightning_mp3d.systems.common import ImageTargets

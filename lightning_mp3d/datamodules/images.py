@@ -2,7 +2,7 @@
 
 Sources
 -------
-- ``"synthetic"``: whole batches rendered on the fly by ``synth.render.synthetic_batch`` in a domain style,
+- ``"synthetic"``: whole batches rendered on the fly by ``synth.batches.synthetic_batch`` in a domain style,
   seeded per (seed, epoch, rank, worker) so DDP ranks and DataLoader workers see different images.
 - webdataset shards (a glob or brace pattern of ``.tar`` files): rendered sets written by ``write_image_shards``
   (``<key>.png`` or ``.jpg`` + ``<key>.<name>.npy``, the GT tensors) or real images converted by
@@ -42,9 +42,10 @@ from lightning_mp3d.datamodules.on_device import (
 )
 from lightning_mp3d.datamodules.shards import decode_sample, encode_sample, expand_shards
 from lightning_mp3d.datamodules.streams import EpochDataLoader, SeededBatchStream
+from lightning_mp3d.synth.batches import GT_KEYS, synthetic_batch, synthetic_batches
+from lightning_mp3d.synth.styles import get_style
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
-GT_KEYS = ("poses", "canonical", "rotation", "roots_px", "depth", "joints_2d", "root_cells", "mask", "visibility")
 
 
 def _rank_and_world() -> tuple[int, int]:
@@ -188,23 +189,17 @@ class SyntheticImageDataset(SeededBatchStream):
         device: str = "cpu",
     ):
         super().__init__(batches, seed, split=split, rank=rank)
-        from lightning_mp3d.synth.render import get_style
-
         get_style(style)  # validate early
         self.batch_size, self.style, self.image_size = batch_size, style, image_size
         self.device = check_device(device)
 
     def make(self, generator: torch.Generator) -> dict[str, Any]:
-        from lightning_mp3d.synth.render import synthetic_batch
-
         if defers(self.device):
             return deferred_batch(generator)
         return synthetic_batch(self.batch_size, self.style, generator, image_size=self.image_size)
 
     def materialize(self, batch: dict[str, Any], device: torch.device | str) -> dict[str, torch.Tensor]:
         """The batch of a deferred ``batch`` (``{"batch_seed": s}``) rendered on ``device``."""
-        from lightning_mp3d.synth.render import synthetic_batch
-
         device = torch.device(device)
         generator = seeded_generator(batch[SEED_KEY], device)
         return synthetic_batch(self.batch_size, self.style, generator, image_size=self.image_size, device=device)
@@ -212,12 +207,8 @@ class SyntheticImageDataset(SeededBatchStream):
 
 def fixed_synthetic_set(num_images: int, style: str, seed: int, batch_size: int = 16) -> list[dict[str, torch.Tensor]]:
     """A fixed, seed-determined list of single-image samples (for validation sets)."""
-    from lightning_mp3d.synth.render import synthetic_batch
-
-    generator = torch.Generator().manual_seed(seed)
     samples = []
-    for start in range(0, num_images, batch_size):
-        batch = synthetic_batch(min(batch_size, num_images - start), style, generator)
+    for batch in synthetic_batches(num_images, style, seed, batch_size):
         samples.extend({k: v[i] for k, v in batch.items()} for i in range(batch["image"].shape[0]))
     return samples
 
@@ -344,17 +335,13 @@ def write_image_shards(
     """
     from tqdm.auto import tqdm
 
-    from lightning_mp3d.synth.render import synthetic_batch
-
     out = Path(out_dir)
-    generator = torch.Generator().manual_seed(seed)
     index = 0
     with (
         _shard_writer(out, style, images_per_shard) as sink,
         tqdm(total=num_images, desc=f"render {style}", unit="img", disable=not progress) as bar,
     ):
-        while index < num_images:
-            batch = synthetic_batch(min(batch_size, num_images - index), style, generator)
+        for batch in synthetic_batches(num_images, style, seed, batch_size):
             for i in range(batch["image"].shape[0]):
                 sample = encode_sample(f"{style}_{index:08d}", {k: batch[k][i] for k in GT_KEYS})
                 sample[image_format] = encode_image(batch["image"][i], image_format)
@@ -437,8 +424,6 @@ class ImageDataModule(LightningDataModule):
         device: str = "cpu",
     ) -> None:
         super().__init__()
-        from lightning_mp3d.synth.render import get_style
-
         self.device = check_device(device)
         for s in (style, *val_styles):
             get_style(s)

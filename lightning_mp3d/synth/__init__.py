@@ -13,8 +13,9 @@ from lightning_mp3d.synth.poses import (
     sample_artificial_poses,
     sample_local_angles,
 )
-from lightning_mp3d.synth.render import DOMAIN_STYLES, render_images
+from lightning_mp3d.synth.render import render_images
 from lightning_mp3d.synth.scenes import Scenes, compose_scenes
+from lightning_mp3d.synth.styles import DOMAIN_STYLES
 
 __all__ = [
     "ANGLE_RANGES",

@@ -17,7 +17,8 @@ import torch  # noqa: E402
 
 from lightning_mp3d.atomic import save_figure_atomic  # noqa: E402
 from lightning_mp3d.skeleton import LIMBS  # noqa: E402
-from lightning_mp3d.synth.render import DOMAIN_STYLES, synthetic_batch  # noqa: E402
+from lightning_mp3d.synth.batches import synthetic_batch  # noqa: E402
+from lightning_mp3d.synth.styles import DOMAIN_STYLES  # noqa: E402
 
 
 def make_gallery(out: str | Path, per_style: int = 6, seed: int = 0, styles: tuple[str, ...] = ("source", "target")):

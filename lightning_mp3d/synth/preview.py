@@ -13,46 +13,9 @@ from collections.abc import Sequence
 import torch
 
 from lightning_mp3d.atomic import save_figure_atomic
-from lightning_mp3d.skeleton import LIMBS, NUM_JOINTS
 from lightning_mp3d.synth.maps import render_maps
 from lightning_mp3d.synth.scenes import compose_scenes
-
-
-def plot_scenes(scenes, maps: torch.Tensor, image_size: int = 224):
-    """A matplotlib figure: one row per scene (3D skeletons, 2D skeletons, heatmap sum, PAF magnitude)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    b = scenes.poses.shape[0]
-    fig = plt.figure(figsize=(14, 3.4 * b))
-    colours = plt.cm.tab10.colors
-    for i in range(b):
-        ax = fig.add_subplot(b, 4, 4 * i + 1, projection="3d")
-        ax2 = fig.add_subplot(b, 4, 4 * i + 2)
-        for p in torch.nonzero(scenes.mask[i]).flatten().tolist():
-            pose, uv, c = scenes.poses[i, p], scenes.joints_2d[i, p], colours[p % 10]
-            for a, j in LIMBS:
-                ax.plot(pose[[a, j], 0], pose[[a, j], 2], -pose[[a, j], 1], color=c, lw=2)
-                ax2.plot(uv[[a, j], 0], uv[[a, j], 1], color=c, lw=2)
-            ax2.plot(*scenes.roots_px[i, p], "o", color=c)
-        ax.set_xlabel("x mm")
-        ax.set_ylabel("z (depth) mm")
-        ax.set_zlabel("-y mm")
-        ax.set_title(f"scene {i}: {int(scenes.mask[i].sum())} people")
-        ax2.set_xlim(0, image_size)
-        ax2.set_ylim(image_size, 0)
-        ax2.set_aspect("equal")
-        ax2.set_title("2D projection")
-        heat = maps[i, :NUM_JOINTS].sum(0)
-        paf = maps[i, NUM_JOINTS:].unflatten(0, (-1, 2)).norm(dim=1).amax(0)
-        for k, (img, title) in enumerate(((heat, "heatmap sum"), (paf, "PAF magnitude (max over limbs)"))):
-            a = fig.add_subplot(b, 4, 4 * i + 3 + k)
-            a.imshow(img.numpy(), cmap="magma")
-            a.set_title(title)
-    fig.tight_layout()
-    return fig
+from lightning_mp3d.visualize import plt, scenes_figure
 
 
 def summarise(shards, *, max_people: int = 4) -> str:
@@ -97,8 +60,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.scenes, generator=torch.Generator().manual_seed(args.seed), pose_range_scale=args.pose_range_scale
         )
         maps = render_maps(scenes.joints_2d, scenes.mask)
-        fig = plot_scenes(scenes, maps)
+        fig = scenes_figure(scenes, maps)
         save_figure_atomic(fig, args.out, dpi=80)
+        plt.close(fig)
         print(f"wrote {args.out}")
     if args.shards:
         summarise(args.shards)

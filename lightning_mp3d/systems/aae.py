@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 
-import matplotlib.pyplot as plt
 import torch
 from pytorch_lightning import LightningModule
 from torchmetrics import MeanMetric
@@ -31,7 +30,7 @@ from lightning_mp3d.datamodules.streams import batch_seed
 from lightning_mp3d.geometry.pose import forward_kinematics, to_local
 from lightning_mp3d.losses.aae import cycle_loss, discriminator_loss, generator_loss, joint_limit_loss
 from lightning_mp3d.models.aae import CHECKPOINT_KEY, PoseDecoder, PoseDiscriminator, PoseEncoder
-from lightning_mp3d.skeleton import LIMBS
+from lightning_mp3d.visualize import pose_grid_figure
 
 
 class AAEPretraining(LightningModule):
@@ -207,18 +206,3 @@ class AAEPretraining(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint[CHECKPOINT_KEY] = dict(self.decoder.config)
 
-
-def pose_grid_figure(p_c: torch.Tensor, columns: int = 4) -> plt.Figure:
-    """A grid of 3D stick figures: p_c (N, 15, 3) canonical millimetres (X front, Y left, Z up)."""
-    n = p_c.shape[0]
-    rows = (n + columns - 1) // columns
-    fig = plt.figure(figsize=(2.2 * columns, 2.4 * rows))
-    for i, pose in enumerate(p_c.numpy()):
-        ax = fig.add_subplot(rows, columns, i + 1, projection="3d")
-        for parent, child in LIMBS:
-            right = child in (3, 5, 7, 9, 11, 13)
-            ax.plot(*pose[[parent, child]].T, color="tab:red" if right else "tab:blue", lw=1.5)
-        ax.set(xlim=(-900, 900), ylim=(-900, 900), zlim=(-900, 900), xticks=[], yticks=[], zticks=[])
-        ax.view_init(elev=10, azim=30)
-    fig.suptitle("Ψ(phi), phi ~ U[-1, 1]^32 (red: right side)")
-    return fig

@@ -468,34 +468,9 @@ def log_student_figures(
     module: LightningModule, images: torch.Tensor, scene: Prediction, teacher: GroupedPeople, batch: dict
 ) -> None:
     """3D skeletons (prediction vs GT, camera frame) and a 2D overlay (student, teacher, GT) of the first image."""
-    import matplotlib.pyplot as plt
-
     from lightning_mp3d.callbacks.media import log_figure
-    from lightning_mp3d.skeleton import LIMBS
+    from lightning_mp3d.visualize import student_figures
 
-    def draw(ax, points, mask, colour, dims):
-        for person in points[mask]:
-            for a, b in LIMBS:
-                ax.plot(*[person[[a, b], d] for d in dims], color=colour, lw=1.5)
-
-    pred, pmask = scene.poses[0].float().cpu(), scene.mask[0].cpu()
-    gt, gmask = batch["poses"][0].float().cpu(), batch["mask"][0].cpu()
-    fig = plt.figure(figsize=(5, 5))
-    ax = fig.add_subplot(projection="3d")
-    # camera frame x right, y down, z forward: plot (x, z, -y) so up is up
-    draw(ax, torch.stack((pred[..., 0], pred[..., 2], -pred[..., 1]), -1), pmask, "tab:red", (0, 1, 2))
-    draw(ax, torch.stack((gt[..., 0], gt[..., 2], -gt[..., 1]), -1), gmask, "tab:green", (0, 1, 2))
-    ax.set_xlabel("x mm"), ax.set_ylabel("z mm"), ax.set_zlabel("-y mm")
-    ax.set_title("3D: prediction (red) vs GT (green)")
-    log_figure(module, "val/skeleton_3d", fig)
-
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.imshow(
-        images[0].permute(1, 2, 0).float().cpu().clamp(0, 1).numpy(), extent=(0, images.shape[-1], images.shape[-2], 0)
-    )
-    draw(ax, batch["joints_2d"][0].float().cpu(), gmask, "tab:green", (0, 1))
-    draw(ax, teacher.keypoints[0].float().cpu(), teacher.mask[0].cpu(), "tab:blue", (0, 1))
-    draw(ax, scene.keypoints[0].float().cpu(), pmask, "tab:red", (0, 1))
-    ax.set_xlim(0, images.shape[-1]), ax.set_ylim(images.shape[-2], 0)
-    ax.set_title("2D: student (red), teacher (blue), GT (green)")
-    log_figure(module, "val/overlay_2d", fig)
+    fig3d, fig2d = student_figures(images, scene, teacher, batch["poses"], batch["joints_2d"], batch["mask"])
+    log_figure(module, "val/skeleton_3d", fig3d)
+    log_figure(module, "val/overlay_2d", fig2d)

@@ -13,7 +13,6 @@ predicted maps and skeletons (``val/<style>/teacher``). The source-target gap is
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import torch
 from pytorch_lightning import LightningModule
 from torch import nn
@@ -23,8 +22,8 @@ from lightning_mp3d.callbacks.step_logs import logs_this_step
 from lightning_mp3d.losses.teacher import teacher_loss
 from lightning_mp3d.metrics import PCK2D, MatchSpec, PeopleBatch
 from lightning_mp3d.models.teacher import EmbeddedTeacher
-from lightning_mp3d.skeleton import LIMBS
 from lightning_mp3d.synth.maps import render_maps
+from lightning_mp3d.visualize import teacher_figure
 
 
 class TeacherPretraining(LightningModule):
@@ -141,40 +140,3 @@ class TeacherPretraining(LightningModule):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.1 if s >= step else 1.0)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
-
-def teacher_figure(batches: dict[str, dict[str, torch.Tensor]]) -> plt.Figure:
-    """Per validation set and image: the image with GT (white) and grouped (colour) skeletons, the max over the
-    predicted heatmaps and the predicted PAF magnitude."""
-    rows = sum(b["image"].shape[0] for b in batches.values())
-    fig, axes = plt.subplots(rows, 3, figsize=(7.5, 2.5 * rows), squeeze=False)
-    r = 0
-    colours = plt.cm.tab10.colors
-    for name, b in batches.items():
-        for i in range(b["image"].shape[0]):
-            ax = axes[r]
-            ax[0].imshow(b["image"][i].permute(1, 2, 0).clamp(0, 1).cpu().numpy())
-            for p in range(b["gt"].shape[1]):
-                if b["gt_mask"][i, p]:
-                    for a, c in LIMBS:
-                        seg = b["gt"][i, p, [a, c]].cpu()
-                        ax[0].plot(seg[:, 0], seg[:, 1], "w-", lw=2.5, alpha=0.6)
-            for p in range(b["keypoints"].shape[1]):
-                if b["mask"][i, p]:
-                    for a, c in LIMBS:
-                        if b["confidence"][i, p, a] > 0 and b["confidence"][i, p, c] > 0:
-                            seg = b["keypoints"][i, p, [a, c]].cpu()
-                            ax[0].plot(seg[:, 0], seg[:, 1], "-", color=colours[p % 10], lw=1.2)
-            ax[0].set_xlim(0, 224)
-            ax[0].set_ylim(224, 0)
-            ax[0].set_title(f"{name} #{i}", fontsize=8)
-            ax[1].imshow(b["heatmaps"][i].amax(0).clamp(0, 1).cpu().numpy(), vmin=0, vmax=1)
-            ax[1].set_title("heatmaps (max)", fontsize=8)
-            paf = b["pafs"][i].unflatten(0, (-1, 2)).norm(dim=1).amax(0)
-            ax[2].imshow(paf.clamp(0, 1).cpu().numpy(), vmin=0, vmax=1)
-            ax[2].set_title("PAF |v| (max)", fontsize=8)
-            for a in ax:
-                a.set_xticks([])
-                a.set_yticks([])
-            r += 1
-    fig.tight_layout()
-    return fig

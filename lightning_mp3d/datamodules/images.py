@@ -41,17 +41,11 @@ from lightning_mp3d.datamodules.on_device import (
     seeded_generator,
 )
 from lightning_mp3d.datamodules.shards import decode_sample, encode_sample, expand_shards
-from lightning_mp3d.datamodules.streams import EpochDataLoader, SeededBatchStream
+from lightning_mp3d.datamodules.streams import EpochDataLoader, SeededBatchStream, rank_and_world
 from lightning_mp3d.synth.batches import GT_KEYS, synthetic_batch, synthetic_batches
 from lightning_mp3d.synth.styles import get_style
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
-
-
-def _rank_and_world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -297,7 +291,7 @@ class ImageShardDataset(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = torch.utils.data.get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        rank, world = _rank_and_world()
+        rank, world = rank_and_world()
         slot, slots = rank * workers + worker, world * workers
         for url in self.urls[slot::slots]:
             yield from iter_shard(url, self.image_size, self.mode)

@@ -27,11 +27,16 @@ def batch_seed(*parts: int) -> int:
     ) & (2**63 - 1)
 
 
+def rank_and_world() -> tuple[int, int]:
+    """This process's (rank, world size) in the default process group ((0, 1) without one)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
 def distributed_rank() -> int:
     """This process's rank in the default process group (0 without one)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank()
-    return 0
+    return rank_and_world()[0]
 
 
 class SeededBatchStream(IterableDataset):

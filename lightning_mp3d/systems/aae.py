@@ -24,12 +24,12 @@ import torch
 from pytorch_lightning import LightningModule
 from torchmetrics import MeanMetric
 
-from lightning_mp3d.callbacks.media import log_figure
 from lightning_mp3d.callbacks.step_logs import logs_this_step
 from lightning_mp3d.datamodules.streams import batch_seed
 from lightning_mp3d.geometry.pose import forward_kinematics, to_local
 from lightning_mp3d.losses.aae import cycle_loss, discriminator_loss, generator_loss, joint_limit_loss
 from lightning_mp3d.models.aae import CHECKPOINT_KEY, PoseDecoder, PoseDiscriminator, PoseEncoder
+from lightning_mp3d.systems.media import log_figure
 from lightning_mp3d.visualize import pose_grid_figure
 
 

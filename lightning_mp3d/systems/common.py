@@ -468,7 +468,7 @@ def log_student_figures(
     module: LightningModule, images: torch.Tensor, scene: Prediction, teacher: GroupedPeople, batch: dict
 ) -> None:
     """3D skeletons (prediction vs GT, camera frame) and a 2D overlay (student, teacher, GT) of the first image."""
-    from lightning_mp3d.callbacks.media import log_figure
+    from lightning_mp3d.systems.media import log_figure
     from lightning_mp3d.visualize import student_figures
 
     fig3d, fig2d = student_figures(images, scene, teacher, batch["poses"], batch["joints_2d"], batch["mask"])

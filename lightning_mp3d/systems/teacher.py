@@ -17,12 +17,12 @@ import torch
 from pytorch_lightning import LightningModule
 from torch import nn
 
-from lightning_mp3d.callbacks.media import log_figure
 from lightning_mp3d.callbacks.step_logs import logs_this_step
 from lightning_mp3d.losses.teacher import teacher_loss
 from lightning_mp3d.metrics import PCK2D, MatchSpec, PeopleBatch
 from lightning_mp3d.models.teacher import EmbeddedTeacher
 from lightning_mp3d.synth.maps import render_maps
+from lightning_mp3d.systems.media import log_figure
 from lightning_mp3d.visualize import teacher_figure
 
 

@@ -1,7 +1,8 @@
 """Pictures from inside a stage: written as PNG into the run folder and sent to W&B when it is the logger.
 
-Systems call ``log_figure(self, "val/decoded_poses", fig)``; nothing here needs a network: W&B runs offline
-unless the user sets ``WANDB_MODE=online``. Only global rank 0 writes or logs.
+Not a callback (it moved here from ``callbacks/``): systems call ``log_figure(self, "val/decoded_poses", fig)`` with a
+figure from ``visualize``. Nothing here needs a network: W&B runs offline unless the user sets
+``WANDB_MODE=online``. Only global rank 0 writes or logs.
 """
 
 from __future__ import annotations

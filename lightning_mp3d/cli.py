@@ -77,7 +77,7 @@ class StageCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if ckpt_path and Path(ckpt_path).is_file():
-            from lightning_mp3d.checkpoint_io import read_checkpoint
+            from lightning_mp3d.checkpoints import read_checkpoint
 
             try:
                 saved = read_checkpoint(ckpt_path, "--ckpt_path").get("hyper_parameters", {}).get("_class_path")

@@ -37,7 +37,7 @@ from torch import nn
 from lightning_mp3d.crops import DEFAULT_CROP_DEPTH_MM, crop_images, person_crops, to_crop_pixels, to_image_camera
 from lightning_mp3d.geometry import pixel_to_grid, project
 from lightning_mp3d.models.scene_decoder import SceneDecoder
-from lightning_mp3d.models.student import ROOT_CHANNEL, STAGE_KEY, SceneHead, build_scene_head
+from lightning_mp3d.models.student import ROOT_CHANNEL, SceneHead
 from lightning_mp3d.roots import find_roots
 
 
@@ -74,16 +74,6 @@ def refine_roots(prob: torch.Tensor, cells: torch.Tensor, image_size: int) -> to
     total = weights.sum(-1).clamp_min(1e-12)
     shift = torch.stack(((weights * dx).sum(-1), (weights * dy).sum(-1)), -1) / total[..., None]
     return (cells.to(prob.dtype) + 0.5 + shift) * (image_size / g)
-
-
-def _resolve(recorded: str, stage_checkpoint: Path) -> Path:
-    """A checkpoint path a stage recorded: as given if it exists from here, else relative to the folder the stage ran
-    in (``<workdir>/runs/<stage>/checkpoints/last.ckpt`` -> ``<workdir>``)."""
-    path = Path(recorded)
-    if path.is_absolute() or path.exists():
-        return path
-    workdir = stage_checkpoint.resolve().parents[3] if len(stage_checkpoint.resolve().parents) > 3 else Path(".")
-    return workdir / path if (workdir / path).exists() else path
 
 
 def decode_people(
@@ -228,57 +218,41 @@ class PoseEstimator(nn.Module):
             kwargs: ``threshold``, ``max_people``, ``subcell``, ``refine`` and the speed options (``channels_last``,
                 ``amp_dtype``, ``compile_decoder``).
         """
-        from lightning_mp3d.checkpoint_io import read_checkpoint, require_finite
+        from lightning_mp3d import checkpoints
         from lightning_mp3d.models.aae import load_pose_decoder
         from lightning_mp3d.models.teacher import load_teacher
 
-        path = Path(path)
-        ckpt = read_checkpoint(path, "stage checkpoint")
-        info = ckpt.get(STAGE_KEY)
-        if not info:
-            raise ValueError(
-                f"{str(path)!r} is not a distill/phase1/phase2 checkpoint nor a refine one (no '{STAGE_KEY}' entry)"
-            )
-        require_finite(ckpt["state_dict"], path)
-        hp = ckpt.get("hyper_parameters", {})
+        ckpt = checkpoints.read(path, expect_stage=checkpoints.STUDENT_STAGES, what="stage checkpoint")
+        checkpoints.require_finite(ckpt.state_dict, path)
         frozen = {}
-        for key, given in (("teacher_checkpoint", teacher_checkpoint), ("aae_checkpoint", aae_checkpoint)):
-            frozen[key] = Path(given) if given else _resolve(info[key], path)
-            if not frozen[key].is_file():
+        for name, given in (("teacher", teacher_checkpoint), ("aae", aae_checkpoint)):
+            frozen[name] = Path(given) if given else ckpt.upstream.get(name)
+            if given and not frozen[name].is_file():
+                raise FileNotFoundError(f"{name} checkpoint {str(given)!r} does not exist")
+            if frozen[name] is None or not frozen[name].is_file():
                 raise FileNotFoundError(
-                    f"{str(path)!r} was trained with the {key.split('_')[0]} checkpoint {info[key]!r}, found neither "
-                    f"from here nor beside the stage's run folder; pass its location ({key}=..., mp3d-predict "
-                    f"--{key.replace('_', '-')})"
-                    if not given
-                    else f"{key} {str(given)!r} does not exist"
+                    f"{str(path)!r} was trained with the {name} checkpoint {str(frozen[name])!r}, which does not "
+                    f"exist; pass its location ({name}_checkpoint=..., mp3d-predict --{name}-checkpoint)"
                 )
-        teacher = load_teacher(str(frozen["teacher_checkpoint"])).freeze()
-        psi = load_pose_decoder(str(frozen["aae_checkpoint"]))
-        two_stage = info.get("stage") == "refine"  # stage 1's H is "detector.*", H' is "h.*"
+        teacher = load_teacher(frozen["teacher"]).freeze()
+        decoder = SceneDecoder(load_pose_decoder(frozen["aae"]), **ckpt.models["scene_decoder"])
+        two_stage = ckpt.stage == "refine"  # stage 1's H is "detector.*", H' is "h.*"
         if kwargs.get("refine") and not two_stage:
-            raise ValueError(f"{str(path)!r} is a '{info.get('stage')}' checkpoint, which has no H'; refine=True needs "
+            raise ValueError(f"{str(path)!r} is a '{ckpt.stage}' checkpoint, which has no H'; refine=True needs "
                              "the refine stage's checkpoint (runs/refine/checkpoints/last.ckpt)")  # fmt: skip
-        heads = {}
-        for name, prefix in (("head", "detector." if two_stage else "h."), ("refine_head", "h.")):
-            if name == "refine_head" and not two_stage:
-                continue
-            heads[name] = build_scene_head(teacher.v_channels, hp)
-            state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
-            try:
-                heads[name].load_state_dict(state)
-            except RuntimeError as e:
-                raise ValueError(
-                    f"{str(path)!r}: H's weights do not fit the head rebuilt from its hyper-parameters (h_width="
-                    f"{hp.get('h_width')}, h_fc_channels={hp.get('h_fc_channels')}) and the teacher's C_v="
-                    f"{teacher.v_channels} (another teacher than the one it was trained with?): "
-                    f"{str(e).splitlines()[0]}"
-                ) from e
-        decoder = SceneDecoder(psi, depth_scale_mm=hp.get("depth_scale_mm", 5000.0))
+        if ckpt.models["h"]["v_channels"] != teacher.v_channels:
+            raise ValueError(
+                f"{str(path)!r}: H was trained on C_v={ckpt.models['h']['v_channels']}, the teacher "
+                f"{str(frozen['teacher'])!r} has C_v={teacher.v_channels} (another teacher than the one it was "
+                "trained with?)"
+            )
+        head = ckpt.build(SceneHead, "detector" if two_stage else "h")
+        hp = ckpt.hparams  # inference settings, not sub-model arguments
         kwargs.setdefault("threshold", hp.get("root_threshold", 0.3))
         kwargs.setdefault("max_people", hp.get("max_people", 8))
         if two_stage:
             kwargs.setdefault("crop_depth_mm", hp.get("crop_depth_mm", DEFAULT_CROP_DEPTH_MM))
-        return cls(teacher, heads["head"], decoder, refine_head=heads.get("refine_head"), **kwargs)
+        return cls(teacher, head, decoder, refine_head=ckpt.build(SceneHead, "h") if two_stage else None, **kwargs)
 
 
 def prediction_records(

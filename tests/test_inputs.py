@@ -12,11 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
+from lightning_mp3d import checkpoints
+from lightning_mp3d.checkpoints import STAGE_KEY
 from lightning_mp3d.datamodules import images as images_module
 from lightning_mp3d.datamodules.images import ImageDataModule, decode_image, fit_image
 from lightning_mp3d.datamodules.poses import load_pose_file
 from lightning_mp3d.inference import PoseEstimator
-from lightning_mp3d.models.student import STAGE_KEY
 from lightning_mp3d.predict import main as predict_main
 from tests.test_inference import distill_checkpoint  # noqa: F401 - a module-scoped fixture
 
@@ -103,17 +104,18 @@ def test_a_moved_stage_checkpoint_names_the_missing_teacher_and_takes_its_new_lo
     tmp_path,
 ):
     ckpt = torch.load(distill_checkpoint, map_location="cpu", weights_only=True)
-    teacher, aae = ckpt[STAGE_KEY]["teacher_checkpoint"], ckpt[STAGE_KEY]["aae_checkpoint"]
-    ckpt[STAGE_KEY] = {**ckpt[STAGE_KEY], "teacher_checkpoint": "gone/teacher.ckpt", "aae_checkpoint": "gone/aae.ckpt"}
+    upstream = checkpoints.read(distill_checkpoint).upstream
+    teacher, aae = upstream["teacher"], upstream["aae"]
+    ckpt[STAGE_KEY]["upstream"] = {"teacher": "gone/teacher.ckpt", "aae": "gone/aae.ckpt"}
     moved = tmp_path / "moved.ckpt"
     torch.save(ckpt, moved)
-    with pytest.raises(FileNotFoundError, match=r"teacher checkpoint 'gone/teacher.ckpt'.*--teacher-checkpoint"):
+    with pytest.raises(FileNotFoundError, match=r"teacher checkpoint '.*/gone/teacher.ckpt'.*--teacher-checkpoint"):
         PoseEstimator.from_stage_checkpoint(moved)
     folder = tmp_path / "photos"
     folder.mkdir()
     Image.new("RGB", (64, 64)).save(folder / "x.png")
     out = tmp_path / "pred"
-    args = _args(moved, folder, out, "--teacher-checkpoint", teacher, "--aae-checkpoint", aae)
+    args = _args(moved, folder, out, "--teacher-checkpoint", str(teacher), "--aae-checkpoint", str(aae))
     assert predict_main(args) == 0 and (out / "x.json").is_file()
 
 
@@ -184,10 +186,10 @@ def test_truncated_garbage_or_mismatched_stage_checkpoints_are_errors_naming_the
     truncated.write_bytes(distill_checkpoint.read_bytes()[:5000])
     garbage.write_bytes(b"hello" * 100)  # torch.load: "KeyError: 101"
     ckpt = torch.load(distill_checkpoint, map_location="cpu", weights_only=True)
-    ckpt["hyper_parameters"]["h_width"] = 2 * ckpt["hyper_parameters"]["h_width"]
+    ckpt[STAGE_KEY]["models"]["h"]["width"] *= 2
     torch.save(ckpt, wide)
     for path in (truncated, garbage):
         with pytest.raises(ValueError, match=rf"{path.name}' cannot be read \(\d+ bytes\): truncated, corrupt"):
             PoseEstimator.from_stage_checkpoint(path)
-    with pytest.raises(ValueError, match=r"wide\.ckpt': H's weights do not fit the head rebuilt"):
+    with pytest.raises(ValueError, match=r"wide\.ckpt': its 'h' weights do not fit the SceneHead built here"):
         PoseEstimator.from_stage_checkpoint(wide)

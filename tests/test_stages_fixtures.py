@@ -7,8 +7,9 @@ from pathlib import Path
 
 import torch
 
+from lightning_mp3d.checkpoints import STAGE_KEY, stage_record
 from lightning_mp3d.cli import cli_main
-from lightning_mp3d.models.aae import CHECKPOINT_KEY, PoseDecoder
+from lightning_mp3d.models.aae import PoseDecoder
 from lightning_mp3d.models.teacher import EmbeddedTeacher
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -16,8 +17,8 @@ TEACHER_WIDTH = 0.0625
 
 
 def make_frozen_checkpoints(folder: Path) -> tuple[Path, Path]:
-    """Write a stage-0 teacher checkpoint (``TeacherPretraining`` format: ``teacher.*`` weights + ``width``
-    hyper-parameter) and an AAE checkpoint (``AAEPretraining`` format: ``decoder.*`` + the decoder config)."""
+    """Write a stage-0 teacher checkpoint (``teacher.*`` weights) and an AAE checkpoint (``decoder.*``), each with the
+    stage record its stage writes (``checkpoints.stage_record``)."""
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     teacher = EmbeddedTeacher(width=TEACHER_WIDTH)
@@ -25,14 +26,17 @@ def make_frozen_checkpoints(folder: Path) -> tuple[Path, Path]:
     torch.save(
         {
             "state_dict": {f"teacher.{k}": v for k, v in teacher.state_dict().items()},
-            "hyper_parameters": {"width": TEACHER_WIDTH, "peak_threshold": 0.1},
+            STAGE_KEY: stage_record("teacher", {"teacher": {"width": TEACHER_WIDTH, "peak_threshold": 0.1}}),
         },
         teacher_path,
     )
     decoder = PoseDecoder(width=32, depth=2)
     aae_path = folder / "aae.ckpt"
     torch.save(
-        {CHECKPOINT_KEY: decoder.config, "state_dict": {f"decoder.{k}": v for k, v in decoder.state_dict().items()}},
+        {
+            "state_dict": {f"decoder.{k}": v for k, v in decoder.state_dict().items()},
+            STAGE_KEY: stage_record("aae", {"decoder": decoder.config}),
+        },
         aae_path,
     )
     return teacher_path, aae_path

@@ -17,7 +17,7 @@ import torch
 from pytorch_lightning import Callback, LightningModule, Trainer
 
 from lightning_mp3d.callbacks.step_logs import logs_this_step
-from lightning_mp3d.checkpoint_io import non_finite_keys
+from lightning_mp3d.checkpoints import non_finite_keys
 
 
 class NonFiniteError(FloatingPointError):

@@ -44,9 +44,6 @@ _R_SHOULDER, _L_SHOULDER = joint_index("r_shoulder"), joint_index("l_shoulder")
 # Where each output row comes from in the (..., 11, 3) decoded block, with the 4 fixed rows handled after.
 _FREE_POS = {j: k for k, j in enumerate(FREE_JOINTS)}
 
-# Key written into the AAE stage checkpoint by ``AAEPretraining.on_save_checkpoint``.
-CHECKPOINT_KEY = "lightning_mp3d_pose_decoder"
-
 
 def _mlp(in_features: int, width: int, depth: int, out_features: int | None = None) -> nn.Sequential:
     """``depth`` Linear+LeakyReLU blocks of ``width`` units, then an optional linear output layer."""
@@ -213,10 +210,8 @@ class PoseDiscriminator(nn.Module):
 def load_pose_decoder(ckpt_path: str | Path, map_location: str | torch.device = "cpu") -> PoseDecoder:
     """The frozen decoder Ψ of an AAE stage checkpoint (the way later stages get Ψ).
 
-    Reads the Lightning checkpoint written by ``AAEPretraining`` (e.g. ``runs/aae/checkpoints/last.ckpt``) with
-    ``torch.load(weights_only=True)``; no Lightning import. The decoder's architecture comes from the
-    checkpoint's ``lightning_mp3d_pose_decoder`` entry and its weights from the ``decoder.*`` keys of
-    ``state_dict``.
+    Reads the checkpoint written by ``AAEPretraining`` (e.g. ``runs/aae/checkpoints/last.ckpt``) through
+    ``checkpoints.read``: Ψ's arguments from its stage record, its weights from the ``decoder.*`` keys.
 
     Args:
         ckpt_path: path of the AAE checkpoint.
@@ -227,25 +222,11 @@ def load_pose_decoder(ckpt_path: str | Path, map_location: str | torch.device = 
 
     Raises:
         FileNotFoundError: no file at ``ckpt_path``.
-        ValueError: the file is not an AAE stage checkpoint (no decoder config or no ``decoder.*`` weights).
+        ValueError: the file is not an AAE stage checkpoint (no record or no ``decoder.*`` weights).
     """
-    path = Path(ckpt_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"AAE checkpoint not found: {path} (train it with configs/stage_aae.yaml)")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means "not our checkpoint"
-        raise ValueError(f"{path} is not a readable PyTorch checkpoint: {err}") from err
-    if not isinstance(ckpt, dict) or CHECKPOINT_KEY not in ckpt or "state_dict" not in ckpt:
-        raise ValueError(
-            f"{path} is not an AAE stage checkpoint: expected the keys '{CHECKPOINT_KEY}' and 'state_dict' "
-            "written by lightning_mp3d.systems.AAEPretraining"
-        )
-    state = {k.removeprefix("decoder."): v for k, v in ckpt["state_dict"].items() if k.startswith("decoder.")}
-    if not state:
-        raise ValueError(f"{path} has no 'decoder.*' weights in its state_dict")
-    decoder = PoseDecoder(**ckpt[CHECKPOINT_KEY])
-    decoder.load_state_dict(state)
-    decoder.to(map_location).eval()
+    from lightning_mp3d import checkpoints
+
+    ckpt = checkpoints.read(ckpt_path, expect_stage="aae", what="AAE checkpoint")
+    decoder = ckpt.build(PoseDecoder, "decoder").to(map_location).eval()
     decoder.requires_grad_(False)
     return decoder

@@ -30,8 +30,6 @@ EMBEDDING_DIM = 32
 MAP_CHANNELS = 43  # 15 joint heatmaps + 28 PAF channels
 LATENT_SIZE = 28
 OUTPUT_GRID = 14
-# Key of the record (stage, v_channels, source checkpoints) that every student-stage checkpoint carries.
-STAGE_KEY = "lightning_mp3d_stage"
 
 
 LEAKY_SLOPE = 0.2
@@ -203,15 +201,35 @@ class SceneHead(nn.Module):
         return torch.cat((s[:, :1], torch.tanh(s[:, PHI_SLICE]), s[:, ROTATION_SLICE.start :]), 1)
 
 
-def build_scene_head(v_channels: int, hparams: Mapping[str, Any]) -> SceneHead:
-    """H from a student stage's hyper-parameters (``h_width``, ``h_fc_channels``, ``h_options``): the one place the
-    stages and the inference model both build it."""
+def scene_head_args(v_channels: int, hparams: Mapping[str, Any]) -> dict[str, Any]:
+    """``SceneHead``'s arguments from a student stage's hyper-parameters (``h_width``, ``h_fc_channels``,
+    ``h_options``)."""
     options = dict(hparams.get("h_options") or {})
     if "readout_dilations" in options:
         options["readout_dilations"] = tuple(options["readout_dilations"])
-    return SceneHead(
-        v_channels, width=hparams.get("h_width", 256), fc_channels=hparams.get("h_fc_channels", 128), **options
-    )
+    width, fc_channels = hparams.get("h_width", 256), hparams.get("h_fc_channels", 128)
+    return {"v_channels": v_channels, "width": width, "fc_channels": fc_channels, **options}
+
+
+def build_scene_head(v_channels: int, hparams: Mapping[str, Any]) -> SceneHead:
+    """H from a student stage's hyper-parameters (``scene_head_args``)."""
+    return SceneHead(**scene_head_args(v_channels, hparams))
+
+
+def student_model_args(
+    v_channels: int, hparams: Mapping[str, Any], g: bool = True, detector: bool = False
+) -> dict[str, dict[str, Any]]:
+    """Constructor arguments of the sub-models a student stage builds from its hyper-parameters, keyed by their
+    weights' prefix, as its checkpoints record them (``checkpoints.stage_record``): ``h`` (H), ``g`` (G, with ``g``),
+    ``detector`` (the refine stage's stage-1 H, with ``detector``) and ``scene_decoder`` (M less the frozen Psi)."""
+    args = {"h": scene_head_args(v_channels, hparams)}
+    if g:
+        options = hparams.get("g_options") or {}
+        args["g"] = {"v_channels": v_channels, "hidden": hparams.get("g_hidden", 256), **options}
+    if detector:
+        args["detector"] = dict(args["h"])
+    args["scene_decoder"] = {"depth_scale_mm": hparams.get("depth_scale_mm", 5000.0)}
+    return args
 
 
 ROOT_PRIOR = 0.01  # initial root probability of every cell (CenterNet's focal-loss prior)

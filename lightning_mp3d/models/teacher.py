@@ -285,33 +285,12 @@ def load_teacher(path: str | Path, **kwargs: float) -> Teacher:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is not a teacher checkpoint / OpenPose state dict.
+        ValueError: the file is not a teacher checkpoint / OpenPose state dict, or its weights are not finite.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"teacher checkpoint {str(path)!r} does not exist (train stage 0 first: "
-            f"lightning fit --config configs/stage_teacher.yaml)"
-        )
-    if path.suffix == ".pth":
-        return OpenPoseTeacher(path, **kwargs).freeze()
-    from lightning_mp3d.checkpoint_io import read_checkpoint, require_finite
+    from lightning_mp3d import checkpoints
 
-    ckpt = read_checkpoint(path, "teacher checkpoint")  # a truncated/garbage file: an error naming it
-    if "state_dict" not in ckpt:
-        raise ValueError(f"{str(path)!r} is not a Lightning checkpoint (no 'state_dict')")
-    hparams = ckpt.get("hyper_parameters", {})
-    state = {k[len("teacher.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("teacher.")}
-    if "width" not in hparams or not state:
-        raise ValueError(
-            f"{str(path)!r} is not a stage-0 TeacherPretraining checkpoint (needs hyper-parameter "
-            f"'width' and 'teacher.*' weights; found hyper-parameters {sorted(hparams)})"
-        )
-    require_finite(state, path)  # a diverged teacher would make every later stage learn from NaN maps
-    opts = {"peak_threshold": hparams.get("peak_threshold", 0.1), **kwargs}
-    teacher = EmbeddedTeacher(width=hparams["width"], **opts)
-    try:
-        teacher.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise ValueError(f"{str(path)!r}: teacher weights do not match width={hparams['width']}: {err}") from None
-    return teacher.freeze()
+    if Path(path).suffix == ".pth":
+        return OpenPoseTeacher(path, **kwargs).freeze()
+    ckpt = checkpoints.read(path, expect_stage="teacher", what="teacher checkpoint")
+    checkpoints.require_finite(ckpt.state_dict, path)  # a diverged teacher would make every later stage learn from NaN
+    return ckpt.build(EmbeddedTeacher, "teacher", **kwargs).freeze()

@@ -25,10 +25,11 @@ from pytorch_lightning import LightningModule
 from torchmetrics import MeanMetric
 
 from lightning_mp3d.callbacks.step_logs import logs_this_step
+from lightning_mp3d.checkpoints import add_stage_record
 from lightning_mp3d.datamodules.streams import batch_seed
 from lightning_mp3d.geometry.pose import forward_kinematics, to_local
 from lightning_mp3d.losses.aae import cycle_loss, discriminator_loss, generator_loss, joint_limit_loss
-from lightning_mp3d.models.aae import CHECKPOINT_KEY, PoseDecoder, PoseDiscriminator, PoseEncoder
+from lightning_mp3d.models.aae import PoseDecoder, PoseDiscriminator, PoseEncoder
 from lightning_mp3d.systems.media import log_figure
 from lightning_mp3d.visualize import pose_grid_figure
 
@@ -204,5 +205,11 @@ class AAEPretraining(LightningModule):
             log_figure(self, "val/prior_poses", pose_grid_figure(poses.detach().cpu()))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint[CHECKPOINT_KEY] = dict(self.decoder.config)
+        hp = self.hparams
+        models = {
+            "encoder": {"embedding_dim": hp.embedding_dim, "width": hp.encoder_width, "depth": hp.encoder_depth},
+            "decoder": dict(self.decoder.config),
+            "discriminator": {"width": hp.disc_width, "depth": hp.disc_depth, "spectral_norm": hp.disc_spectral_norm},
+        }
+        add_stage_record(checkpoint, self._trainer, "aae", models)
 

@@ -6,8 +6,8 @@ runs the two pathways (D_I images and D_syn maps) as methods that return losses,
 with GT, and keeps frozen parts frozen. The stage subclasses only choose optimizers and which losses each steps.
 
 Checkpoints: the frozen teacher and Psi are *not* stored (they come from ``teacher_checkpoint`` and
-``aae_checkpoint``); the checkpoint records ``lightning_mp3d_stage`` = {"stage", "v_channels", sources} so the
-next stage can check it starts from the right one.
+``aae_checkpoint``); the checkpoint carries the stage record (``checkpoints``: stage, the arguments of G, H and M,
+the upstream checkpoints) so the next stage can check it starts from the right one and inference rebuilds H.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import Any, NamedTuple
 import torch
 from pytorch_lightning import LightningModule
 
+from lightning_mp3d import checkpoints
 from lightning_mp3d.callbacks.finite import NonFiniteError
 from lightning_mp3d.callbacks.step_logs import logs_this_step
-from lightning_mp3d.checkpoint_io import read_checkpoint
 from lightning_mp3d.geometry import pixel_to_grid
 from lightning_mp3d.grouping import GroupedPeople
 from lightning_mp3d.inference import Prediction, decode_people
@@ -37,7 +37,7 @@ from lightning_mp3d.losses.cross_modal import (
 )
 from lightning_mp3d.metrics import PeopleBatch
 from lightning_mp3d.models.scene_decoder import DecodedScene, SceneDecoder
-from lightning_mp3d.models.student import OUTPUT_GRID, STAGE_KEY, PoseMapEncoder, SceneHead, build_scene_head
+from lightning_mp3d.models.student import OUTPUT_GRID, PoseMapEncoder, SceneHead, student_model_args
 from lightning_mp3d.roots import root_heatmap_targets, unique_root_mask
 from lightning_mp3d.transforms import random_spatial_transform, warp_images
 
@@ -51,11 +51,6 @@ class ImageTargets(NamedTuple):
     people: GroupedPeople
     cells: torch.Tensor  # (B, P, 2) long root cells of the teacher's people
     mask: torch.Tensor  # (B, P) bool, at most one person per cell
-
-
-def stage_checkpoint_info(path: str | Path) -> dict[str, Any]:
-    """Read ``lightning_mp3d_stage`` of a student-stage checkpoint (weights_only load)."""
-    return read_checkpoint(path, "stage checkpoint").get(STAGE_KEY, {})
 
 
 def _detach_depth(s: torch.Tensor) -> torch.Tensor:
@@ -147,6 +142,7 @@ class CrossModalStage(LightningModule):
         self.decoder: SceneDecoder | None = None
         self.g: PoseMapEncoder | None = None
         self.h: SceneHead | None = None
+        self.model_args: dict[str, dict[str, Any]] = {}  # constructor arguments of G, H, M (``build``)
         self._metrics: torch.nn.ModuleDict | None = None
         self._generator: torch.Generator | None = None
         self._figure_done = False
@@ -166,13 +162,17 @@ class CrossModalStage(LightningModule):
                     f"{key}: no file at {hp[key]!r} (expected the {key.split('_')[0]} stage's checkpoint)"
                 )
         self.teacher = load_teacher(hp.teacher_checkpoint).freeze()
-        self.decoder = SceneDecoder(load_pose_decoder(hp.aae_checkpoint), depth_scale_mm=hp.depth_scale_mm)
-        v_channels = int(self.teacher.v_channels)
+        self.model_args = self.sub_model_args(int(self.teacher.v_channels))
+        self.decoder = SceneDecoder(load_pose_decoder(hp.aae_checkpoint), **self.model_args["scene_decoder"])
         if self.uses_g:
-            self.g = PoseMapEncoder(v_channels, hidden=hp.g_hidden, **(hp.g_options or {}))
-        self.h = build_scene_head(v_channels, hp)
+            self.g = PoseMapEncoder(**self.model_args["g"])
+        self.h = SceneHead(**self.model_args["h"])
         self._metrics = _make_metrics()
         self.freeze_fixed_parts()
+
+    def sub_model_args(self, v_channels: int) -> dict[str, dict[str, Any]]:
+        """Constructor arguments of G, H and M (less Psi) from the hyper-parameters; the checkpoint records them."""
+        return student_model_args(v_channels, self.hparams, g=self.uses_g)
 
     def freeze_fixed_parts(self) -> None:
         """Teacher and Psi (and G where a stage says so) in eval mode without gradients."""
@@ -200,59 +200,29 @@ class CrossModalStage(LightningModule):
 
     def load_previous_stage(self, path: str | Path) -> None:
         """Take G/H from the previous stage's checkpoint, checking stage, C_v and keys."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"init_from: no file at {str(path)!r} (expected a '{self.init_stage}' checkpoint)")
-        ckpt = read_checkpoint(path, "init_from")
-        info = ckpt.get(STAGE_KEY)
-        if not info or "state_dict" not in ckpt:
-            raise ValueError(f"init_from: {str(path)!r} is not a student-stage checkpoint (no '{STAGE_KEY}')")
-        if self.init_stage is not None and info.get("stage") != self.init_stage:
+        ckpt = checkpoints.read(path, expect_stage=self.init_stage or checkpoints.STUDENT_STAGES, what="init_from")
+        v_channels = ckpt.models["h"].get("v_channels")
+        if v_channels != self.teacher.v_channels:
             raise ValueError(
-                f"init_from: {str(path)!r} is a '{info.get('stage')}' checkpoint, expected '{self.init_stage}'"
-            )
-        if info.get("v_channels") != self.teacher.v_channels:
-            raise ValueError(
-                f"init_from: {str(path)!r} was trained with v_channels={info.get('v_channels')}, the teacher here has "
+                f"init_from: {str(path)!r} was trained with v_channels={v_channels}, the teacher here has "
                 f"{self.teacher.v_channels}"
             )
-        state = ckpt["state_dict"]
         for name in self.init_modules:
-            module = getattr(self, name)
-            sub = {k[len(name) + 1 :]: v for k, v in state.items() if k.startswith(name + ".")}
-            if not sub:
-                raise ValueError(
-                    f"init_from: {str(path)!r} has no '{name}.*' weights (expected a '{self.init_stage}' stage)"
-                )
-            try:  # strict=False still raises on a shape mismatch
-                result = module.load_state_dict(sub, strict=False)
-            except RuntimeError as err:
-                raise ValueError(
-                    f"init_from: {str(path)!r} '{name}' weights do not fit (widths differ from the config?): "
-                    f"{str(err).splitlines()[-1].strip()}"
-                ) from None
-            if result.missing_keys or result.unexpected_keys:
-                raise ValueError(
-                    f"init_from: {str(path)!r} '{name}' weights do not match: missing {result.missing_keys}, "
-                    f"unexpected {result.unexpected_keys} (widths differ from the config?)"
-                )
+            ckpt.load_into(getattr(self, name), name)
 
     # ------------------------------------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["state_dict"] = {
             k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(FROZEN_PREFIXES)
         }
-        checkpoint[STAGE_KEY] = {
-            "stage": self.stage_name,
-            "v_channels": int(self.teacher.v_channels),
-            "teacher_checkpoint": str(self.hparams.teacher_checkpoint),
-            "aae_checkpoint": str(self.hparams.aae_checkpoint),
-        }
+        hp = self.hparams
+        upstream = {"teacher": hp.teacher_checkpoint, "aae": hp.aae_checkpoint, "init_from": hp.init_from}
+        checkpoints.add_stage_record(checkpoint, self._trainer, self.stage_name, self.model_args, upstream)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        info = checkpoint.get(STAGE_KEY, {})
-        if info.get("stage") != self.stage_name:
-            raise ValueError(f"resuming '{self.stage_name}' from a '{info.get('stage')}' checkpoint; use init_from")
+        saved = checkpoint.get(checkpoints.STAGE_KEY, {}).get("stage")
+        if saved != self.stage_name:
+            raise ValueError(f"resuming '{self.stage_name}' from a '{saved}' checkpoint; use init_from")
         own = {k for k in self.state_dict() if not k.startswith(FROZEN_PREFIXES) and not k.startswith("_metrics")}
         missing = sorted(own - set(checkpoint["state_dict"]))
         if missing:

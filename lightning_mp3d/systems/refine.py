@@ -17,8 +17,8 @@ crops, one Adam each, with phase 2's CombinedLoader (each step a D_syn then a D_
 
 Modules: ``h`` is H' (the head this stage trains, as in every stage), ``detector`` stage 1's H, ``g`` phase 2's G
 (both frozen); all three are in the checkpoint, so ``PoseEstimator.from_stage_checkpoint`` runs either mode from it.
-H and H' are built by ``build_scene_head`` from phase 2's hyper-parameters: the architecture keys (``ARCH_KEYS``) are
-taken from ``init_from``'s checkpoint, whatever the config says. Validation scores the two-stage prediction.
+G, H and H' are built with the arguments phase 2's checkpoint records (its stage record, ``checkpoints``), whatever
+the config says. Validation scores the two-stage prediction.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
 
-from lightning_mp3d.checkpoint_io import read_checkpoint
+from lightning_mp3d import checkpoints
 from lightning_mp3d.crops import (
     DEFAULT_CROP_DEPTH_MM,
     PersonCrops,
@@ -41,14 +41,13 @@ from lightning_mp3d.crops import (
 from lightning_mp3d.datamodules.streams import batch_seed
 from lightning_mp3d.geometry import pixel_to_grid
 from lightning_mp3d.inference import Prediction, decode_people, refine_people
-from lightning_mp3d.models.student import OUTPUT_GRID, SceneHead, build_scene_head
+from lightning_mp3d.models.student import OUTPUT_GRID, SceneHead
 from lightning_mp3d.roots import unique_root_mask
 from lightning_mp3d.synth.maps import render_maps
 from lightning_mp3d.systems.common import CrossModalStage
 from lightning_mp3d.transforms import inside_image
 
 RECON, SS = 0, 1
-ARCH_KEYS = ("g_hidden", "g_options", "h_width", "h_fc_channels", "h_options", "depth_scale_mm")
 
 
 class Refinement(CrossModalStage):
@@ -76,16 +75,21 @@ class Refinement(CrossModalStage):
         """As the other stages, with the architecture of ``init_from`` (phase 2), plus the frozen detector."""
         if self.h is not None:
             return
+        super().build()
+        self.detector = SceneHead(**self.model_args["detector"])
+        self.freeze_fixed_parts()
+
+    def sub_model_args(self, v_channels: int) -> dict[str, dict[str, Any]]:
+        """G, H and M as ``init_from`` (phase 2) records them, whatever the config says; the detector is H."""
+        args = super().sub_model_args(v_channels)
         init_from = self.hparams.init_from
         if init_from and Path(init_from).is_file():
-            recorded = read_checkpoint(init_from, "init_from").get("hyper_parameters", {})
-            for key in ARCH_KEYS:
-                if key in recorded and recorded[key] != self.hparams[key]:
-                    rank_zero_info(f"refine: {key}={recorded[key]!r} from {init_from} (config: {self.hparams[key]!r})")
-                    self.hparams[key] = recorded[key]
-        super().build()
-        self.detector = build_scene_head(int(self.teacher.v_channels), self.hparams)
-        self.freeze_fixed_parts()
+            recorded = checkpoints.read(init_from, expect_stage=self.init_stage, what="init_from").models
+            for name in ("g", "h", "scene_decoder"):
+                if recorded[name] != args[name]:
+                    rank_zero_info(f"refine: {name} {recorded[name]} from {init_from} (config: {args[name]})")
+                    args[name] = recorded[name]
+        return {**args, "detector": dict(args["h"])}
 
     def frozen_modules(self) -> list[torch.nn.Module]:
         return super().frozen_modules() + [m for m in (self.g, self.detector) if m is not None]

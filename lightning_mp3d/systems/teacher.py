@@ -1,7 +1,8 @@
 """Stage 0 ``teacher``: trains the embedded teacher {E, F} on the source image domain (2D labels only).
 
 Run with ``lightning fit --config configs/stage_teacher.yaml``; later stages get the frozen teacher with
-``lightning_mp3d.models.teacher.load_teacher("runs/teacher/checkpoints/last.ckpt")``.
+``lightning_mp3d.models.teacher.load_teacher("runs/teacher/checkpoints/last.ckpt")``, which rebuilds it from the
+checkpoint's stage record (``checkpoints``).
 
 Loss: Cao et al.'s heatmap + PAF L2 regression on both stages' outputs (intermediate supervision); targets are
 ``synth.maps.render_maps`` of the batch's ``joints_2d`` / ``mask`` (and ``visibility`` when ``use_visibility``).
@@ -18,6 +19,7 @@ from pytorch_lightning import LightningModule
 from torch import nn
 
 from lightning_mp3d.callbacks.step_logs import logs_this_step
+from lightning_mp3d.checkpoints import add_stage_record
 from lightning_mp3d.losses.teacher import teacher_loss
 from lightning_mp3d.metrics import PCK2D, MatchSpec, PeopleBatch
 from lightning_mp3d.models.teacher import EmbeddedTeacher
@@ -139,4 +141,8 @@ class TeacherPretraining(LightningModule):
             return opt
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.1 if s >= step else 1.0)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        args = {"width": float(self.hparams.width), "peak_threshold": float(self.hparams.peak_threshold)}
+        add_stage_record(checkpoint, self._trainer, "teacher", {"teacher": args})
 

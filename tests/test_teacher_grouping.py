@@ -46,7 +46,7 @@ def test_student_stage_distils_from_the_openpose_teachers_own_grouping():
     heatmaps, pafs = coco_maps(people)
     features = torch.zeros(1, teacher.v_channels, GRID, GRID)
     teacher.net.encode = lambda x: features.expand(len(x), -1, -1, -1)  # skip VGG: the maps are what matter
-    teacher.net.decode = lambda v: (pafs, heatmaps)  # stage-2 (pafs, heatmaps) in COCO order
+    teacher.net.decode = lambda v: (heatmaps, pafs)  # stage-2 (heatmaps, pafs) in COCO order
 
     stage = DistillationWarmup()
     stage.teacher = teacher

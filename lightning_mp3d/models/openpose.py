@@ -54,12 +54,12 @@ def scaled(channels: int, width: float) -> int:
 
 
 class PoseMachineOutput(NamedTuple):
-    """Both stages' outputs of a :class:`PoseMachine`, each (B, C, H/8, W/8)."""
+    """Both stages' outputs of a :class:`PoseMachine`, each (B, C, H/8, W/8), heatmaps before PAFs."""
 
-    paf1: torch.Tensor
     heatmap1: torch.Tensor
-    paf2: torch.Tensor
+    paf1: torch.Tensor
     heatmap2: torch.Tensor
+    paf2: torch.Tensor
 
 
 def _conv_specs(width: float, paf_channels: int, heatmap_channels: int, num_stages: int) -> dict[str, list[tuple]]:
@@ -176,13 +176,15 @@ class PoseMachine(nn.Module):
         return self.model1_1[:-1](feature), self.model1_2[:-1](feature)
 
     def stage1_heads(self, f1: torch.Tensor, f2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """conv5_5 of both branches: (PAF (B, paf_channels, h, w), heatmaps (B, heatmap_channels, h, w))."""
-        return self.model1_1[-1](f1), self.model1_2[-1](f2)
+        """conv5_5 of the L1 (``f1``) and L2 (``f2``) branches: (heatmaps (B, heatmap_channels, h, w), PAFs
+        (B, paf_channels, h, w))."""
+        return self.model1_2[-1](f2), self.model1_1[-1](f1)
 
-    def stage2(self, paf1: torch.Tensor, heatmap1: torch.Tensor, feature: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Stage 2 on concat(stage-1 PAF, stage-1 heatmaps, backbone feature): (PAF, heatmaps)."""
+    def stage2(self, heatmap1: torch.Tensor, paf1: torch.Tensor, feature: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Stage 2 on concat(stage-1 PAF, stage-1 heatmaps, backbone feature) (OpenPose's input order): (heatmaps,
+        PAFs)."""
         x = torch.cat((paf1, heatmap1, feature), 1)
-        return self.model2_1(x), self.model2_2(x)
+        return self.model2_2(x), self.model2_1(x)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """E on a normalised image: v = concat(L1 conv5_4, L2 conv5_4, conv4_4_CPM), (B, 2 c5 + c4, H/8, W/8)."""
@@ -190,17 +192,17 @@ class PoseMachine(nn.Module):
         return torch.cat((*self.stage1_features(feature), feature), 1)
 
     def decode(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """F: conv5_5 of both stage-1 branches and stage 2 from v -> the stage-2 (pafs, heatmaps)."""
+        """F: conv5_5 of both stage-1 branches and stage 2 from v -> the stage-2 (heatmaps, pafs)."""
         c5 = self.branch_channels
-        paf1, heatmap1 = self.stage1_heads(v[:, :c5], v[:, c5 : 2 * c5])
-        return self.stage2(paf1, heatmap1, v[:, 2 * c5 :])
+        heatmap1, paf1 = self.stage1_heads(v[:, :c5], v[:, c5 : 2 * c5])
+        return self.stage2(heatmap1, paf1, v[:, 2 * c5 :])
 
     def forward(self, x: torch.Tensor) -> PoseMachineOutput:
         """The port's forward up to stage 2 on a normalised image (B, 3, H, W)."""
         feature = self.backbone(x)
-        paf1, heatmap1 = self.stage1_heads(*self.stage1_features(feature))
-        paf2, heatmap2 = self.stage2(paf1, heatmap1, feature)
-        return PoseMachineOutput(paf1, heatmap1, paf2, heatmap2)
+        heatmap1, paf1 = self.stage1_heads(*self.stage1_features(feature))
+        heatmap2, paf2 = self.stage2(heatmap1, paf1, feature)
+        return PoseMachineOutput(heatmap1, paf1, heatmap2, paf2)
 
 
 _PREFIX = re.compile(r"^(module\.)?(model\d+(_\d+)?\.)?")

@@ -123,7 +123,7 @@ class EmbeddedTeacher(Teacher):
         self.grouping_kwargs = {"peak_threshold": peak_threshold}
 
     def stages(self, images: torch.Tensor) -> PoseMachineOutput:
-        """Both stages' outputs (for intermediate supervision): PAFs (B, 28, 28, 28), heatmaps (B, 15, 28, 28)."""
+        """Both stages' outputs (for intermediate supervision): heatmaps (B, 15, 28, 28), PAFs (B, 28, 28, 28)."""
         return self.net(normalize_images(images))
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
@@ -131,8 +131,7 @@ class EmbeddedTeacher(Teacher):
 
     def decode(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self._check_v(v)
-        paf, heatmap = self.net.decode(v)
-        return heatmap, paf
+        return self.net.decode(v)
 
 
 # OpenPose COCO-18 limbs (the port's limbSeq, 0-based) and their PAF channels (the port's mapIdx - 19).
@@ -252,8 +251,7 @@ class OpenPoseTeacher(Teacher):
     def decode_coco(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """F in OpenPose's own order: (heatmaps (B, 19, 28, 28), pafs (B, 38, 28, 28)) = stage-2 output."""
         self._check_v(v)
-        paf, heatmap = self.net.decode(v)
-        return heatmap, paf
+        return self.net.decode(v)
 
     def decode(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return coco_to_ours_maps(*self.decode_coco(v))

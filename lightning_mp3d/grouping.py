@@ -32,6 +32,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from lightning_mp3d.peaks import peak_cells, subcell_offsets
 from lightning_mp3d.skeleton import JOINT_INDEX, LIMBS, NUM_JOINTS, NUM_LIMBS, ROOT
 
 
@@ -66,46 +67,23 @@ class Peaks(NamedTuple):
 
 
 def find_peaks(heatmaps: torch.Tensor, *, threshold: float = 0.1, max_peaks: int = 16, refine: bool = True) -> Peaks:
-    """Local maxima of each heatmap above ``threshold``.
+    """Local maxima of each heatmap above ``threshold`` (``peaks.peak_cells``, one peak per flat plateau).
 
     Args:
         heatmaps: (B, J, G, G).
         threshold: minimum peak value.
         max_peaks: K, the most peaks kept per joint (strongest first).
-        refine: sub-cell refinement by the 3x3 weighted centroid.
+        refine: sub-cell refinement by the 3x3 weighted centroid (``peaks.subcell_offsets``).
 
     Returns:
         :class:`Peaks` with K = min(max_peaks, G*G).
     """
     if heatmaps.ndim != 4:
         raise ValueError(f"heatmaps must be (B, J, G, G), got {tuple(heatmaps.shape)}")
-    b, j, h, w = heatmaps.shape
-    # a peak is >= its 8 neighbours and > the 4 that precede it in raster order (one peak per flat plateau);
-    # outside the grid counts as 0
-    padded = F.pad(heatmaps, (1, 1, 1, 1))
-    shifted = [padded[..., dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)]  # raster order
-    before = functools.reduce(torch.maximum, shifted[:4])  # (B, J, G, G) up-left, up, up-right, left
-    after = functools.reduce(torch.maximum, shifted[5:])
-    is_peak = (heatmaps >= after) & (heatmaps > before) & (heatmaps > threshold)
-    k = min(max_peaks, h * w)
-    values = torch.where(is_peak, heatmaps, torch.full_like(heatmaps, -1.0)).flatten(2)
-    score, idx = values.topk(k, dim=2)  # (B, J, K)
-    valid = score > threshold
-    row = torch.div(idx, w, rounding_mode="floor")
-    col = idx % w
-    xy = torch.stack((col, row), -1).to(heatmaps.dtype) + 0.5  # (B, J, K, 2)
+    cells, score, valid = peak_cells(heatmaps, threshold, max_peaks)
+    xy = cells.to(heatmaps.dtype) + 0.5  # (B, J, K, 2)
     if refine:
-        padded = F.pad(heatmaps.clamp_min(0), (1, 1, 1, 1))
-        offsets = torch.arange(-1, 2, device=heatmaps.device)
-        rr = (row[..., None, None] + 1 + offsets[:, None]).expand(*row.shape, 3, 3)  # (B, J, K, 3, 3)
-        cc = (col[..., None, None] + 1 + offsets[None, :]).expand(*col.shape, 3, 3)
-        flat = padded.flatten(2)  # (B, J, (G+2)^2)
-        patch = flat.gather(2, (rr * (w + 2) + cc).flatten(2)).view(b, j, k, 3, 3)
-        total = patch.sum((-1, -2)).clamp_min(1e-12)
-        off = offsets.to(heatmaps.dtype)
-        dx = (patch.sum(-2) * off).sum(-1) / total
-        dy = (patch.sum(-1) * off).sum(-1) / total
-        xy = xy + torch.stack((dx, dy), -1)
+        xy = xy + subcell_offsets(heatmaps, cells)
     xy = torch.where(valid[..., None], xy, torch.zeros_like(xy))
     return Peaks(xy, torch.where(valid, score, torch.zeros_like(score)), valid)
 

@@ -1,6 +1,6 @@
 """The inference model P̂ = M ∘ H ∘ E(I): images -> people with camera-centric 3D joints, 2D joints and root confidence.
 
-Roots come from NMS on H's root heatmap (Cao et al.'s peak finding, ``roots.find_roots``), refined below the 16-pixel
+Roots come from NMS on H's root heatmap (the grouping's peak finder, ``roots.find_roots``), refined below the 16-pixel
 cell by the confidence-weighted centroid of the 3x3 neighbourhood (a peak between two cells lands between them), then M
 decodes each root: pool phi, c, d at the root cell -> frozen Ψ -> FK -> T_R -> T_G -> P̂, and T_K -> 2D.
 
@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as nnf
 from torch import nn
 
 from lightning_mp3d.crops import DEFAULT_CROP_DEPTH_MM, crop_images, person_crops, to_crop_pixels, to_image_camera
@@ -51,31 +50,6 @@ class Prediction(NamedTuple):
     root_px: torch.Tensor  # (B, K, 2) px
 
 
-def refine_roots(prob: torch.Tensor, cells: torch.Tensor, image_size: int) -> torch.Tensor:
-    """Sub-cell root pixels: centroid of the 3x3 probability neighbourhood of each peak cell.
-
-    Args:
-        prob: (B, G, G) root probabilities.
-        cells: (B, K, 2) long (col, row) peak cells.
-        image_size: input side in pixels.
-
-    Returns:
-        (B, K, 2) pixels (u, v).
-    """
-    b, g, _ = prob.shape
-    padded = nnf.pad(prob[:, None], (1, 1, 1, 1))[:, 0]  # (B, G+2, G+2)
-    offsets = torch.tensor([-1, 0, 1], device=prob.device)
-    cols = cells[..., 0, None, None] + 1 + offsets.view(1, 1, 1, 3)  # (B, K, 1, 3)
-    rows = cells[..., 1, None, None] + 1 + offsets.view(1, 1, 3, 1)  # (B, K, 3, 1)
-    flat = (rows * (g + 2) + cols).flatten(2)  # (B, K, 9)
-    weights = padded.flatten(1).gather(1, flat.flatten(1)).view(flat.shape)  # (B, K, 9)
-    dx = offsets.view(1, 3).expand(3, 3).flatten().to(prob.dtype)
-    dy = offsets.view(3, 1).expand(3, 3).flatten().to(prob.dtype)
-    total = weights.sum(-1).clamp_min(1e-12)
-    shift = torch.stack(((weights * dx).sum(-1), (weights * dy).sum(-1)), -1) / total[..., None]
-    return (cells.to(prob.dtype) + 0.5 + shift) * (image_size / g)
-
-
 def decode_people(
     s: torch.Tensor, scene_decoder: SceneDecoder, threshold: float = 0.3, max_people: int = 8, subcell: bool = True
 ) -> Prediction:
@@ -85,14 +59,12 @@ def decode_people(
         s: (B, 40, G, G) output of H.
         scene_decoder: M.
         threshold, max_people: NMS settings (``roots.find_roots``).
-        subcell: sub-cell root pixels (``refine_roots``) instead of cell centres.
+        subcell: sub-cell root pixels (the 3x3 centroid, ``peaks.subcell_offsets``) instead of cell centres.
     """
-    logits = s[:, ROOT_CHANNEL]
     size = scene_decoder.image_size
-    roots = find_roots(logits, threshold=threshold, max_people=max_people, image_size=size)
-    root_px = refine_roots(torch.sigmoid(logits), roots.cells, size) if subcell else roots.root_px
-    scene = scene_decoder(s, roots.cells, roots.mask, root_px.to(s.dtype))
-    return Prediction(scene.poses, scene.keypoints, roots.confidence, roots.mask, root_px)
+    roots = find_roots(s[:, ROOT_CHANNEL], threshold, max_people, size, subcell=subcell)
+    scene = scene_decoder(s, roots.cells, roots.mask, roots.root_px.to(s.dtype))
+    return Prediction(scene.poses, scene.keypoints, roots.confidence, roots.mask, roots.root_px)
 
 
 def refine_people(
@@ -334,5 +306,4 @@ __all__ = [
     "decode_people",
     "prediction_records",
     "refine_people",
-    "refine_roots",
 ]

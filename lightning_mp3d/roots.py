@@ -1,4 +1,4 @@
-"""Root (pelvis) heatmap: Gaussian training targets on the output grid and NMS peak finding for inference.
+"""Root (pelvis) heatmap: Gaussian training targets on the output grid and its peaks for inference (``peaks``).
 
 Pure tensor code. The output grid is G x G (14 x 14) cells over the 224-pixel input; cells are indexed (col, row)
 like ``geometry.grid_to_pixel``. The root channel of s holds logits; ``sigmoid`` gives the pelvis probability.
@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as nnf
 
 from lightning_mp3d.geometry import grid_to_pixel
+from lightning_mp3d.peaks import peak_cells, subcell_offsets
 
 
 class RootDetections(NamedTuple):
@@ -20,7 +20,7 @@ class RootDetections(NamedTuple):
     cells: torch.Tensor  # (B, K, 2) long (col, row)
     mask: torch.Tensor  # (B, K) bool
     confidence: torch.Tensor  # (B, K) sigmoid probability, 0 where masked
-    root_px: torch.Tensor  # (B, K, 2) cell-centre pixels (u, v)
+    root_px: torch.Tensor  # (B, K, 2) pixels (u, v): cell centres, or sub-cell (``find_roots(subcell=True)``)
 
 
 def root_heatmap_targets(
@@ -51,39 +51,40 @@ def root_heatmap_targets(
 
 
 def find_roots(
-    logits: torch.Tensor, threshold: float = 0.3, max_people: int = 8, image_size: int = 224
+    logits: torch.Tensor, threshold: float = 0.3, max_people: int = 8, image_size: int = 224, subcell: bool = False
 ) -> RootDetections:
-    """NMS on the root heatmap (Cao et al.'s peak finding): 3x3 local maxima above a threshold, top-k by score.
+    """Peaks of the root heatmap (``peaks.peak_cells``, the grouping's NMS: one per flat plateau), top-k by score.
 
     Args:
         logits: (B, G, G) root logits (or (B, 1, G, G)).
         threshold: minimum sigmoid probability of a peak.
         max_people: K, slots per image.
-        image_size: input image side in pixels, for the cell-centre pixels.
+        image_size: input image side in pixels, for the root pixels.
+        subcell: root pixels refined below the cell by the 3x3 probability centroid (``peaks.subcell_offsets``, a
+            peak between two cells lands between them); False: the cell centres.
 
     Returns:
-        RootDetections sorted by descending confidence.
+        RootDetections sorted by descending confidence; masked slots hold cell (0, 0).
     """
     if logits.ndim == 4 and logits.shape[1] == 1:
         logits = logits[:, 0]
     if logits.ndim != 3 or logits.shape[1] != logits.shape[2]:
         raise ValueError(f"logits must be (B, G, G), got {tuple(logits.shape)}")
     b, g, _ = logits.shape
-    prob = torch.sigmoid(logits)
-    pooled = nnf.max_pool2d(prob[:, None], 3, stride=1, padding=1)[:, 0]
-    peaks = (prob >= pooled) & (prob > threshold)
-    score = torch.where(peaks, prob, torch.zeros_like(prob)).flatten(1)  # (B, G*G)
-    k = min(max_people, g * g)
-    conf, idx = score.topk(k, dim=1)  # (B, K)
-    cells = torch.stack((idx % g, idx // g), -1)  # (B, K, 2) (col, row)
-    mask = conf > 0
-    if k < max_people:
-        pad = max_people - k
+    prob = torch.sigmoid(logits)[:, None]  # (B, 1, G, G)
+    cells, conf, mask = (x[:, 0] for x in peak_cells(prob, threshold, max_people))  # (B, K, 2), (B, K), (B, K)
+    if cells.shape[1] < max_people:
+        pad = max_people - cells.shape[1]
         cells = torch.cat((cells, cells.new_zeros(b, pad, 2)), 1)
         conf = torch.cat((conf, conf.new_zeros(b, pad)), 1)
         mask = torch.cat((mask, mask.new_zeros(b, pad)), 1)
-    conf = conf * mask
-    return RootDetections(cells, mask, conf, grid_to_pixel(cells, g, image_size).to(logits.dtype))
+    conf = torch.where(mask, conf, torch.zeros_like(conf))
+    if subcell:
+        xy = cells.to(prob.dtype) + 0.5 + subcell_offsets(prob, cells[:, None])[:, 0]  # (B, K, 2) grid units
+        roots_px = xy * (image_size / g)
+    else:
+        roots_px = grid_to_pixel(cells, g, image_size).to(logits.dtype)
+    return RootDetections(cells, mask, conf, roots_px)
 
 
 def unique_root_mask(cells: torch.Tensor, mask: torch.Tensor, score: torch.Tensor | None = None) -> torch.Tensor:

@@ -10,9 +10,10 @@ from PIL import Image
 
 from lightning_mp3d.evaluation import main as evaluate_main
 from lightning_mp3d.geometry import Intrinsics, project
-from lightning_mp3d.inference import PoseEstimator, refine_roots
+from lightning_mp3d.inference import PoseEstimator
 from lightning_mp3d.predict import TupleOutput, export_torchscript
 from lightning_mp3d.predict import main as predict_main
+from lightning_mp3d.roots import find_roots
 from tests.test_stages_fixtures import make_frozen_checkpoints, run_stage
 
 
@@ -32,16 +33,16 @@ def estimator(distill_checkpoint):
     return PoseEstimator.from_stage_checkpoint(distill_checkpoint, threshold=0.0, max_people=4)
 
 
-def test_refine_roots_centroid_by_hand():
+def test_subcell_roots_centroid_by_hand():
     prob = torch.zeros(1, 14, 14)
     prob[0, 5, 3] = 0.8  # row 5, col 3
     prob[0, 5, 4] = 0.8  # equal neighbour to the right: the root lies on the shared cell edge
-    px = refine_roots(prob, torch.tensor([[[3, 5]]]), 224)
-    torch.testing.assert_close(px, torch.tensor([[[4 * 16.0, 5.5 * 16.0]]]))
+    det = find_roots(torch.logit(prob), threshold=0.3, max_people=1, subcell=True)
+    assert det.cells.tolist() == [[[3, 5]]]  # one peak per plateau: its first cell in raster order
+    torch.testing.assert_close(det.root_px, torch.tensor([[[4 * 16.0, 5.5 * 16.0]]]))
     prob[0, 5, 4] = 0.0
-    torch.testing.assert_close(
-        refine_roots(prob, torch.tensor([[[3, 5]]]), 224), torch.tensor([[[3.5 * 16, 5.5 * 16]]])
-    )
+    det = find_roots(torch.logit(prob), threshold=0.3, max_people=1, subcell=True)
+    torch.testing.assert_close(det.root_px, torch.tensor([[[3.5 * 16, 5.5 * 16]]]))
 
 
 def test_estimator_outputs_are_consistent(estimator):

@@ -148,6 +148,15 @@ def test_find_roots_threshold_and_suppression():
     assert det.cells[0, 0].tolist() == [5, 5]
 
 
+def test_find_roots_gives_one_root_per_saturated_plateau():
+    logits = torch.full((1, 14, 14), -10.0)
+    logits[0, 5:7, 5:7] = 30.0  # sigmoid is exactly 1.0 on the whole 2x2 patch: one person, one root
+    det = find_roots(logits, threshold=0.3, max_people=4, subcell=True)
+    assert det.mask.tolist() == [[True, False, False, False]]
+    assert det.cells[0, 0].tolist() == [5, 5]  # the plateau's first cell in raster order
+    torch.testing.assert_close(det.root_px[0, 0], torch.tensor([6.0 * 16, 6.0 * 16]), atol=0.01, rtol=0)  # centre
+
+
 def test_unique_root_mask_keeps_best_person_per_cell():
     cells = torch.tensor([[[2, 2], [2, 2], [5, 5], [2, 2]]])
     mask = torch.tensor([[True, True, True, False]])

@@ -4,8 +4,9 @@
 (B, P, 15, 2) px in the 224 input, pred_mask (B, P) bool[, confidence (B, P)])``; without a confidence every
 predicted person scores 1 for AP_root. Batches are dicts as produced by ``MuPoTSDataset`` / ``H36MDataset`` (or the
 embedded target-domain test set with the same keys): ``image``, ``gt_poses`` (annot3), optional ``gt_poses_univ``,
-``gt_2d`` with optional ``mapping`` (then ``gt_2d`` is full-resolution px and predictions are mapped back with the
-inverse of ``mapping`` before matching, so the official 40 px box applies), ``gt_mask``, ``sequence``.
+``gt_2d`` with optional ``letterbox`` (``imageio.Letterbox``; then ``gt_2d`` is full-resolution px and predictions
+are mapped back with its ``to_original`` before matching, so the official 40 px box applies), ``gt_mask``,
+``sequence``.
 
 Real camera: when a batch carries ``intrinsics`` (B, 4) = (fx, fy, cx, cy) of the original frames (MuPoTS-3D), the
 predicted people are first re-expressed in that camera with ``geometry.camera.to_real_camera`` (root pixel mapped to
@@ -35,8 +36,8 @@ from typing import NamedTuple
 import torch
 
 from lightning_mp3d.atomic import write_text_atomic
-from lightning_mp3d.datamodules.mupots import to_full_resolution
 from lightning_mp3d.geometry.camera import Intrinsics, to_real_camera
+from lightning_mp3d.imageio import Letterbox
 from lightning_mp3d.metrics import (
     MPJPE,
     OFFICIAL_MATCHING,
@@ -112,10 +113,10 @@ def evaluate(
         confidence = rest[0] if rest else pred_mask.to(pred_poses.dtype)
         if "intrinsics" in batch:  # the model's input camera -> the real camera of the GT
             virtual = Intrinsics.for_image(batch["image"].shape[-1])
-            mapping, intrinsics = batch["mapping"].to(pred_poses), batch["intrinsics"].to(pred_poses)
-            pred_poses = to_real_camera(pred_poses, mapping, intrinsics, virtual)
-        if "mapping" in batch:  # predictions to the GT's full-resolution pixels
-            pred_2d = to_full_resolution(pred_2d, batch["mapping"][:, None].to(pred_2d))
+            letterbox, intrinsics = batch["letterbox"].to(pred_poses), batch["intrinsics"].to(pred_poses)
+            pred_poses = to_real_camera(pred_poses, letterbox, intrinsics, virtual)
+        if "letterbox" in batch:  # predictions to the GT's full-resolution pixels
+            pred_2d = Letterbox.from_tensor(batch["letterbox"].to(pred_2d)).to_original(pred_2d)
         gt, gt_2d, gt_mask, seq = batch["gt_poses"], batch["gt_2d"], batch["gt_mask"], batch.get("sequence")
         ap.update(pred_poses[..., ROOT, :], confidence, pred_mask, gt[..., ROOT, :], gt_mask)
         gt_variants = {"annot3": gt, "univ_annot3": batch.get("gt_poses_univ", gt)}

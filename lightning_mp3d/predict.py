@@ -5,7 +5,8 @@
 Per image: ``<out>/<name>.json`` with each person's camera-centric 3D joints (mm), 2D joints in the ORIGINAL image's
 pixels and the root confidence, plus ``<key>.png`` (2D skeletons on the image, 3D skeletons in a plot). Images are
 fitted to 224 px (``--fit crop|pad``); the 3D joints live in the camera of that 224-px input (f = 224 px), which in
-the original image is a camera with focal ``224 * scale`` px and principal point ``112 * scale + offset``: the JSON
+the original image is a camera with focal ``224 / s`` px and principal point ``(112 - o) / s`` (the image's
+``imageio.Letterbox``, ``input_px = s * original_px + o``): the JSON
 records it as ``camera``. With ``--intrinsics cam.json`` (``{"fx", "fy", "cx", "cy"}`` or a 3x3 ``K`` of the
 original images, one camera for all inputs) the 3D joints are re-expressed in that real camera instead
 (``geometry.camera.to_real_camera``, the rule MuPoTS-3D evaluation uses) and ``camera`` records it. Writes are atomic;
@@ -39,17 +40,19 @@ import torch
 from tqdm import tqdm
 
 from lightning_mp3d.atomic import atomic_path, save_figure_atomic, write_text_atomic
+from lightning_mp3d.geometry import Intrinsics
+from lightning_mp3d.imageio import Letterbox
 from lightning_mp3d.skeleton import JOINTS
 
 
 def iter_inputs(source: str, image_size: int, mode: str) -> Iterator[tuple[str, dict[str, Any] | ValueError]]:
     """``(name, sample)`` per input of a folder or shard pattern, or ``(name, error)`` for one that cannot be read.
 
-    Samples hold ``image``, ``transform``, ``original_size`` and ``key``, the output name (``output_names``).
+    Samples hold ``image``, ``letterbox``, ``original_size`` and ``key``, the output name (``output_names``).
     """
     import webdataset as wds
 
-    from lightning_mp3d.datamodules.images import ImageFolderDataset, decode_shard_sample
+    from lightning_mp3d.datamodules.real_images import ImageFolderDataset, decode_shard_sample
     from lightning_mp3d.datamodules.shards import expand_shards
 
     if Path(source).is_dir():
@@ -102,44 +105,42 @@ def batched(samples: Iterator[dict[str, Any]], batch_size: int) -> Iterator[list
         yield batch
 
 
-def in_real_camera(poses: torch.Tensor, transforms: torch.Tensor, camera, image_size: int) -> torch.Tensor:
-    """Predicted poses (B, K, 15, 3) of the input camera -> the original images' real ``camera`` (CameraIntrinsics).
+def in_real_camera(poses: torch.Tensor, letterboxes: torch.Tensor, camera: Intrinsics, image_size: int) -> torch.Tensor:
+    """Predicted poses (B, K, 15, 3) of the input camera -> the original images' real ``camera``.
 
-    ``transforms`` (B, 3) map input px to original px (``original = s * input + o``); ``to_real_camera`` takes the
-    inverse direction, ``input = original / s - o / s``.
+    ``letterboxes`` (B, 3): each image's ``imageio.Letterbox`` (``input_px = s * original_px + o``).
     """
-    from lightning_mp3d.geometry import Intrinsics
     from lightning_mp3d.geometry.camera import to_real_camera
 
-    s, offset = transforms[:, :1], transforms[:, 1:]
-    mapping = torch.cat((1.0 / s, -offset / s), 1).to(poses)
     intrinsics = poses.new_tensor(tuple(camera)).expand(len(poses), 4)
-    return to_real_camera(poses, mapping, intrinsics, Intrinsics.for_image(image_size))
+    return to_real_camera(poses, letterboxes.to(poses), intrinsics, Intrinsics.for_image(image_size))
 
 
-def batch_json(prediction, transforms: torch.Tensor, image_size: int, camera=None) -> list[dict[str, Any]]:
+def batch_json(prediction, letterboxes: torch.Tensor, image_size: int, camera=None) -> list[dict[str, Any]]:
     """The JSON records of a batch, from one host transfer (``inference.prediction_records``).
 
     Args:
-        prediction: the batch's Prediction; transforms: (B, 3) input px -> original px per image.
-        camera: the real CameraIntrinsics the poses are already in (None: each image's virtual camera).
+        prediction: the batch's Prediction; letterboxes: (B, 3) ``imageio.Letterbox`` per image.
+        camera: the real ``geometry.Intrinsics`` the poses are already in (None: each image's virtual camera).
     """
     from lightning_mp3d.inference import prediction_records
 
-    people = prediction_records(prediction, transforms)
+    keypoints = Letterbox.from_tensor(letterboxes.to(prediction.keypoints)).to_original(prediction.keypoints)
+    people = prediction_records(prediction._replace(keypoints=keypoints))
     records = []
-    for (scale, ox, oy), people_i in zip(transforms.double().tolist(), people, strict=True):
-        virtual = {"focal_px": image_size * scale, "cx": image_size / 2 * scale + ox, "cy": image_size / 2 * scale + oy}
+    for box, people_i in zip(letterboxes.double().tolist(), people, strict=True):
+        seen = Letterbox(*box).intrinsics_to_original(Intrinsics.for_image(image_size))  # the input camera
+        virtual = {"focal_px": seen.fx, "cx": seen.cx, "cy": seen.cy}
         records.append(
             {"joints": list(JOINTS), "camera": virtual if camera is None else camera._asdict(), "people": people_i}
         )
     return records
 
 
-def people_json(prediction, i: int, transform: torch.Tensor, image_size: int, camera=None) -> dict[str, Any]:
+def people_json(prediction, i: int, letterbox: torch.Tensor, image_size: int, camera=None) -> dict[str, Any]:
     """The JSON record of image ``i`` of a batch (``batch_json`` of that one image)."""
     single = type(prediction)(*(f[i : i + 1] for f in prediction))
-    return batch_json(single, transform[None], image_size, camera)[0]
+    return batch_json(single, letterbox[None], image_size, camera)[0]
 
 
 def export_torchscript(estimator: torch.nn.Module, path: str | Path, image_size: int = 224) -> torch.jit.ScriptModule:
@@ -224,10 +225,10 @@ def main(argv: list[str] | None = None) -> int:
         for batch in batched(readable(), args.batch_size):
             images = torch.stack([s["image"] for s in batch])
             prediction = estimator(images)
-            transforms = torch.stack([s["transform"] for s in batch])
+            letterboxes = torch.stack([s["letterbox"] for s in batch])
             if camera is not None:
-                prediction = prediction._replace(poses=in_real_camera(prediction.poses, transforms, camera, size))
-            for i, (sample, record) in enumerate(zip(batch, batch_json(prediction, transforms, size, camera))):
+                prediction = prediction._replace(poses=in_real_camera(prediction.poses, letterboxes, camera, size))
+            for i, (sample, record) in enumerate(zip(batch, batch_json(prediction, letterboxes, size, camera))):
                 stem = sample["stem"]
                 write_text_atomic(stem.with_name(stem.name + ".json"), json.dumps(record, indent=1))
                 if not args.no_png:

@@ -66,7 +66,7 @@ def as_the_model_sees_it(b: dict) -> torch.Tensor:
     """GT people in the 224-px input camera: same root pixel, same root-relative pose, apparent-size depth."""
     virtual = Intrinsics.for_image(224)
     gt = b["gt_poses"]  # (B, G, 15, 3) real camera
-    s = b["mapping"][:, None, 0]  # (B, 1)
+    s = b["letterbox"][:, None, 0]  # (B, 1)
     f_real = torch.sqrt(b["intrinsics"][:, None, 0] * b["intrinsics"][:, None, 1])  # (B, 1)
     depth = gt[..., ROOT, 2] * virtual.focal / (s * f_real)  # (B, G)
     return translate(gt - gt[..., ROOT : ROOT + 1, :], b["gt_2d_input"][..., ROOT, :], depth, virtual)
@@ -94,9 +94,9 @@ def test_oracle_in_the_input_camera_scores_perfect_absolute_metrics(batches):
 def test_to_real_camera_places_the_root_on_its_pixel_through_the_real_intrinsics():
     virtual = Intrinsics.for_image(224)
     poses = torch.tensor([[[[30.0, -40.0, 3000.0], [60.0, -500.0, 3050.0]]]])  # (1, P=1, J=2, 3)
-    mapping = torch.tensor([[0.1, 2.0, 58.0]])  # input = 0.1 * original + (2, 58)
+    letterbox = torch.tensor([[0.1, 2.0, 58.0]])  # input = 0.1 * original + (2, 58)
     fx, fy, cx, cy = 1500.0, 1460.0, 1000.0, 500.0
-    real = to_real_camera(poses, mapping, torch.tensor([[fx, fy, cx, cy]]), virtual)
+    real = to_real_camera(poses, letterbox, torch.tensor([[fx, fy, cx, cy]]), virtual)
     u_in = virtual.focal * 30.0 / 3000.0 + 112.0
     v_in = virtual.focal * -40.0 / 3000.0 + 112.0
     u, v = (u_in - 2.0) / 0.1, (v_in - 58.0) / 0.1
@@ -107,9 +107,8 @@ def test_to_real_camera_places_the_root_on_its_pixel_through_the_real_intrinsics
 
 
 def test_predict_with_intrinsics_puts_each_root_on_its_original_pixel_through_the_real_camera():
-    from lightning_mp3d.datamodules.images import to_original_pixels
-    from lightning_mp3d.datamodules.mupots import CameraIntrinsics
     from lightning_mp3d.geometry import project
+    from lightning_mp3d.imageio import Letterbox
     from lightning_mp3d.inference import Prediction
     from lightning_mp3d.predict import in_real_camera, people_json
 
@@ -119,18 +118,18 @@ def test_predict_with_intrinsics_puts_each_root_on_its_original_pixel_through_th
     keypoints = project(poses, virtual)
     mask = torch.ones(2, 3, dtype=torch.bool)
     prediction = Prediction(poses, keypoints, torch.full((2, 3), 0.9), mask, keypoints[..., 0, :])
-    transforms = torch.tensor([[4.0, 0.0, -300.0], [2.5, 40.0, 0.0]])  # original = s * input + o
-    camera = CameraIntrinsics(1450.0, 1500.0, 470.0, 330.0)
-    real = prediction._replace(poses=in_real_camera(poses, transforms, camera, 224))
+    letterboxes = torch.tensor([[0.25, 0.0, 75.0], [0.4, -16.0, 0.0]])  # input = s * original + o
+    camera = Intrinsics(1450.0, 1500.0, 470.0, 330.0)
+    real = prediction._replace(poses=in_real_camera(poses, letterboxes, camera, 224))
     for i in range(2):
-        record = people_json(real, i, transforms[i], 224, camera)
+        record = people_json(real, i, letterboxes[i], 224, camera)
         assert record["camera"] == camera._asdict()
         for k, person in enumerate(record["people"]):
             root = torch.tensor(person["joints_3d_mm"][0], dtype=torch.float64)
             uv = (camera.fx * root[0] / root[2] + camera.cx, camera.fy * root[1] / root[2] + camera.cy)
-            expected = to_original_pixels(keypoints[i, k, :1].double(), transforms[i].double())[0]
+            expected = Letterbox.from_tensor(letterboxes[i].double()).to_original(keypoints[i, k, :1].double())[0]
             torch.testing.assert_close(torch.tensor(uv, dtype=torch.float64), expected, atol=0.05, rtol=0)
-            s_in = 1.0 / float(transforms[i, 0])
+            s_in = float(letterboxes[i, 0])
             expected_z = float(poses[i, k, 0, 2]) * s_in * math.sqrt(camera.fx * camera.fy) / 224.0
             assert root[2].item() == pytest.approx(expected_z, abs=0.1)
 
@@ -141,12 +140,12 @@ def test_from_real_camera_inverts_to_real_camera():
     gen = torch.Generator().manual_seed(1)
     virtual = Intrinsics.for_image(224)
     real = torch.randn(2, 3, 15, 3, generator=gen, dtype=torch.float64) * 300 + torch.tensor([200.0, 100.0, 4500.0])
-    mapping = torch.tensor([[224 / 2048, 0.0, 0.0], [224 / 1920, 0.0, 49.0]], dtype=torch.float64)
+    letterbox = torch.tensor([[224 / 2048, 0.0, 0.0], [224 / 1920, 0.0, 49.0]], dtype=torch.float64)
     intrinsics = torch.tensor([[1497.0, 1521.0, 1100.0, 960.0], [1405.0, 1390.0, 900.0, 560.0]], dtype=torch.float64)
-    seen_by_model = from_real_camera(real, mapping, intrinsics, virtual)
-    torch.testing.assert_close(to_real_camera(seen_by_model, mapping, intrinsics, virtual), real)
-    gt = {"gt_poses": real, "mapping": mapping, "intrinsics": intrinsics}
+    seen_by_model = from_real_camera(real, letterbox, intrinsics, virtual)
+    torch.testing.assert_close(to_real_camera(seen_by_model, letterbox, intrinsics, virtual), real)
+    gt = {"gt_poses": real, "letterbox": letterbox, "intrinsics": intrinsics}
     fx, fy, cx, cy = intrinsics[:, None, None].unbind(-1)
     pixels = torch.stack((fx * real[..., 0] / real[..., 2] + cx, fy * real[..., 1] / real[..., 2] + cy), -1)
-    gt["gt_2d_input"] = pixels * mapping[:, None, None, :1] + mapping[:, None, None, 1:]
+    gt["gt_2d_input"] = pixels * letterbox[:, None, None, :1] + letterbox[:, None, None, 1:]
     torch.testing.assert_close(seen_by_model, as_the_model_sees_it(gt))  # the oracle's independent construction

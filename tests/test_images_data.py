@@ -7,18 +7,17 @@ import pytest
 import torch
 from PIL import Image
 
-from lightning_mp3d.datamodules.images import (
-    GT_KEYS,
-    ImageDataModule,
-    ImageFolderDataset,
-    ImageShardDataset,
-    SyntheticImageDataset,
-    fit_image,
-    folder_to_shards,
-    iter_shard,
-    to_original_pixels,
-    write_image_shards,
-)
+from lightning_mp3d.datamodules.image_shards import folder_to_shards, write_image_shards
+from lightning_mp3d.datamodules.images import ImageDataModule, SyntheticImageDataset
+from lightning_mp3d.datamodules.real_images import ImageFolderDataset, ImageShardDataset, iter_shard
+from lightning_mp3d.imageio import Letterbox, fit_image
+from lightning_mp3d.synth.batches import GT_KEYS
+
+
+def _input_to_original(letterbox: torch.Tensor) -> torch.Tensor:
+    """(scale, offset_x, offset_y) of ``original_px = scale * input_px + offset``, the inverse of a letterbox."""
+    s, ox, oy = letterbox.unbind(-1)
+    return torch.stack((1 / s, -ox / s, -oy / s), -1)
 
 
 def _write_images(folder: Path) -> dict[str, np.ndarray]:
@@ -61,7 +60,7 @@ def test_rendered_shard_round_trip(tmp_path):
     ref_images = torch.cat([r["image"] for r in ref])
     for i, s in enumerate(samples):
         assert (s["image"] - ref_images[i]).abs().max() <= 0.5 / 255 + 1e-6
-        torch.testing.assert_close(s["transform"], torch.tensor([1.0, 0.0, 0.0]))
+        torch.testing.assert_close(s["letterbox"], torch.tensor([1.0, 0.0, 0.0]))
         for key in GT_KEYS:
             expected = torch.cat([r[key] for r in ref])[i]
             assert s[key].dtype == expected.dtype and torch.equal(s[key], expected), key
@@ -75,14 +74,14 @@ def test_fit_image_transform_maps_a_known_pixel_back():
         assert fitted.image.shape == (3, 224, 224)
         torch.testing.assert_close(fitted.original_size, torch.tensor([120.0, 200.0]))
         row, col = divmod(int(fitted.image[0].argmax()), 224)
-        back = to_original_pixels(torch.tensor([[col + 0.5, row + 0.5]]), fitted.transform)[0]
-        assert (back - torch.tensor([130.5, 60.5])).abs().max() <= fitted.transform[0] + 1e-4, mode
+        back = Letterbox.from_tensor(fitted.letterbox).to_original(torch.tensor([[col + 0.5, row + 0.5]]))[0]
+        assert (back - torch.tensor([130.5, 60.5])).abs().max() <= 1 / fitted.letterbox[0] + 1e-4, mode
     # crop: scale 120/224 on both axes; the 200-wide image resized to 373 px is cropped by (373 - 224) // 2 = 74
     # resized px on the left, 74 * 120 / 224 = 39.64 original px (the ideal 40 up to whole resized pixels)
-    crop = fit_image(image, 224, "crop").transform
+    crop = _input_to_original(fit_image(image, 224, "crop").letterbox)
     torch.testing.assert_close(crop, torch.tensor([120 / 224, 74 * 120 / 224, 0.0]), atol=1e-4, rtol=0)
     # pad: scale 200/224, the 120-high image is padded: offset_y = -(224 - 134) / 2 input px in original px
-    pad = fit_image(image, 224, "pad").transform
+    pad = _input_to_original(fit_image(image, 224, "pad").letterbox)
     torch.testing.assert_close(pad[:2], torch.tensor([200 / 224, 0.0]), atol=2e-3, rtol=0)
     assert pad[2] < 0
 
@@ -95,7 +94,7 @@ def test_image_folder_to_224_with_transform(tmp_path):
     assert item["image"].shape == (3, 224, 224)
     # a 224 x 224 PNG passes through unchanged with the identity transform
     c = ds[2]
-    torch.testing.assert_close(c["transform"], torch.tensor([1.0, 0.0, 0.0]))
+    torch.testing.assert_close(c["letterbox"], torch.tensor([1.0, 0.0, 0.0]))
     torch.testing.assert_close(c["image"], torch.from_numpy(arrays["sub/c.png"]).permute(2, 0, 1).float() / 255)
 
 
@@ -109,7 +108,7 @@ def test_folder_to_shards_round_trip(tmp_path):
     for i, key in enumerate(["a", "b", "sub_c"]):
         ref = folder[i]
         torch.testing.assert_close(from_shards[key]["image"], ref["image"])
-        torch.testing.assert_close(from_shards[key]["transform"], ref["transform"])
+        torch.testing.assert_close(from_shards[key]["letterbox"], ref["letterbox"])
         torch.testing.assert_close(from_shards[key]["original_size"], ref["original_size"])
 
 
@@ -146,7 +145,7 @@ def test_datamodule_reads_an_image_folder(tmp_path):
     dm = ImageDataModule(train=str(tmp_path / "imgs"), batch_size=3, val_size=0)
     dm.setup("fit")
     batch = next(iter(dm.train_dataloader()))
-    assert batch["image"].shape == (3, 3, 224, 224) and batch["transform"].shape == (3, 3)
+    assert batch["image"].shape == (3, 3, 224, 224) and batch["letterbox"].shape == (3, 3)
     assert sorted(batch["key"]) == ["a.png", "b.jpg", "sub/c.png"]
     with pytest.raises(ValueError, match="train must be"):
         ImageDataModule(train=str(tmp_path / "nope")).setup("fit")

@@ -81,9 +81,13 @@ def test_prediction_records_equal_the_per_person_conversion(images):
                                        atol=0.1 + 1e-9, rtol=0)  # fmt: skip
             torch.testing.assert_close(torch.tensor(got["joints_2d_px"]), torch.tensor(want["joints_2d_px"]),
                                        atol=0.01 + 1e-9, rtol=0)  # fmt: skip
-    assert people_json(pred, 1, transforms[1], 224)["people"] == records[1]
-    record = batch_json(pred, transforms, 224)[0]
-    assert record["camera"] == {"focal_px": 224 * 1.5, "cx": 112 * 1.5 - 3.0, "cy": 112 * 1.5 + 10.25}
+    # predict's records take each image's imageio.Letterbox (input = s * original + o), the inverse of `transforms`
+    letterboxes = torch.stack(
+        (1 / transforms[:, 0], -transforms[:, 1] / transforms[:, 0], -transforms[:, 2] / transforms[:, 0]), 1
+    )
+    assert people_json(pred, 1, letterboxes[1], 224)["people"] == records[1]
+    record = batch_json(pred, letterboxes, 224)[0]
+    assert record["camera"] == pytest.approx({"focal_px": 224 * 1.5, "cx": 112 * 1.5 - 3.0, "cy": 112 * 1.5 + 10.25})
 
 
 def test_channels_last_and_bf16_paths_agree_with_fp32(images):

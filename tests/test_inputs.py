@@ -12,11 +12,11 @@ import pytest
 import torch
 from PIL import Image
 
-from lightning_mp3d import checkpoints
+from lightning_mp3d import checkpoints, imageio
 from lightning_mp3d.checkpoints import STAGE_KEY
-from lightning_mp3d.datamodules import images as images_module
-from lightning_mp3d.datamodules.images import ImageDataModule, decode_image, fit_image
+from lightning_mp3d.datamodules.images import ImageDataModule
 from lightning_mp3d.datamodules.poses import load_pose_file
+from lightning_mp3d.imageio import decode_image, fit_image
 from lightning_mp3d.inference import PoseEstimator
 from lightning_mp3d.predict import main as predict_main
 from tests.test_inference import distill_checkpoint  # noqa: F401 - a module-scoped fixture
@@ -47,7 +47,7 @@ def test_a_16_bit_grayscale_png_keeps_its_brightness():
 
 
 def test_an_oversized_image_is_a_clear_per_file_error(monkeypatch):
-    monkeypatch.setattr(images_module, "MAX_IMAGE_PIXELS", 100)
+    monkeypatch.setattr(imageio, "MAX_IMAGE_PIXELS", 100)
     with pytest.raises(ValueError, match=r"cannot read image big\.png: 20x20 pixels is over the limit of 100"):
         decode_image(_bytes(Image.new("RGB", (20, 20)), "PNG"), "big.png")
 
@@ -56,8 +56,8 @@ def test_fitting_uses_one_scale_for_both_axes_and_refuses_extreme_aspect_ratios(
     # 310 x 20: the short side scales to 14.45 px; two separately rounded sizes (224, 14) recorded a scale 1.6% off
     for mode in ("pad", "crop"):
         fitted = fit_image(torch.rand(3, 20, 310), 224, mode)
-        expected = (310 if mode == "pad" else 20) / 224
-        torch.testing.assert_close(fitted.transform[0], torch.tensor(expected), atol=1e-6, rtol=0)
+        expected = (310 if mode == "pad" else 20) / 224  # original px per input px
+        torch.testing.assert_close(1 / fitted.letterbox[0], torch.tensor(expected), atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match=r"image 1000x30: aspect ratio over 16:1"):
         fit_image(torch.rand(3, 30, 1000), 224, "pad")
 

@@ -13,9 +13,9 @@ from lightning_mp3d.datamodules.mupots import (
     MuPoTSDataset,
     fit_intrinsics,
     load_sequence,
-    to_full_resolution,
 )
 from lightning_mp3d.evaluation import evaluate, write_results
+from lightning_mp3d.imageio import Letterbox
 from lightning_mp3d.skeleton import MUPOTS17_TO_OURS
 from tests.test_evaluation_oracle import as_the_model_sees_it
 
@@ -71,7 +71,7 @@ def test_loader_reads_the_real_mat_layout(mupots_root):
     item = ds[4]  # TS2 frame 1
     assert item["image"].shape == (3, 224, 224) and item["sequence"].item() == 1
     np.testing.assert_allclose(item["gt_poses"][0].numpy(), truths[2][1, 0][list(MUPOTS17_TO_OURS)], rtol=1e-6)
-    back = to_full_resolution(item["gt_2d_input"], item["mapping"])
+    back = Letterbox.from_tensor(item["letterbox"]).to_original(item["gt_2d_input"])
     torch.testing.assert_close(back, item["gt_2d"], atol=1e-3, rtol=0)
     assert item["gt_2d_input"][item["gt_mask"]].min() >= 0 and item["gt_2d_input"][item["gt_mask"]].max() <= 224
 

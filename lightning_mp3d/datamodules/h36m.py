@@ -24,10 +24,9 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_mp3d.datamodules.mupots import _fit_image, input_mapping, to_input
+from lightning_mp3d.imageio import Letterbox, fit_letterbox, read_fitted
 from lightning_mp3d.skeleton import NUM_JOINTS
 
 # ours[k] = h36m17[H36M17_TO_OURS[k]]: the thorax (8) is our neck and the head (10) our head top.
@@ -82,32 +81,35 @@ class H36MDataset(Dataset):
     def __len__(self) -> int:
         return len(self.arrays.action)
 
-    def _image(self, i: int, mp) -> torch.Tensor:
+    def _image(self, i: int, size: tuple[int, int]) -> torch.Tensor:
         a = self.arrays
         if a.images is not None:
             return torch.from_numpy(a.images[i].astype(np.float32) / 255.0).permute(2, 0, 1).contiguous()
         if a.image_paths is not None:
-            return _fit_image(Image.open(a.path.parent / a.image_paths[i]), mp, self.input_size)
+            path = a.path.parent / a.image_paths[i]
+            fitted = read_fitted(path, self.input_size, self.fit, "Human3.6M")
+            if tuple(int(x) for x in fitted.original_size.flip(0)) != size:
+                raise ValueError(f"{path}: frame is {fitted.original_size.flip(0).tolist()} px, image_size says {size}")
+            return fitted.image
         return torch.zeros(3, self.input_size, self.input_size)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         a = self.arrays
         w, h = (float(x) for x in a.image_size[i])
-        mp = input_mapping(int(w), int(h), self.input_size, self.fit)  # stored ``images`` are assumed fitted alike
-        mapping = torch.tensor(mp, dtype=torch.float32)
+        letterbox = fit_letterbox(int(h), int(w), self.input_size, self.fit).as_tensor()  # stored images: fitted alike
         gt_2d = torch.from_numpy(a.poses_2d[i])[None]
         pose = torch.from_numpy(a.poses_3d[i])[None]
         return {
-            "image": self._image(i, mp),
+            "image": self._image(i, (int(w), int(h))),
             "gt_poses": pose,
             "gt_poses_univ": pose,
             "gt_2d": gt_2d,
-            "gt_2d_input": to_input(gt_2d, mapping),
+            "gt_2d_input": Letterbox.from_tensor(letterbox).to_input(gt_2d),
             "gt_mask": torch.ones(1, dtype=torch.bool),
             "occluded": torch.zeros(1, NUM_JOINTS, dtype=torch.bool),
             "sequence": torch.tensor(int(a.action[i]), dtype=torch.long),
             "frame": torch.tensor(i, dtype=torch.long),
-            "mapping": mapping,
+            "letterbox": letterbox,
             "image_size": torch.tensor([w, h], dtype=torch.float32),
         }
 

@@ -11,7 +11,7 @@ Layout (the widely used COCO-style release of the composited set, as read by Roo
 The 21 MuCo joints start with MuPoTS-3D's 17 (head_top, thorax, right arm, left arm, right leg, left leg, pelvis,
 spine, head; then hands and toes), so ``skeleton.MUPOTS17_TO_OURS`` selects ours.
 
-Each frame is fitted to the 224 px model input like MuPoTS-3D (``mupots.input_mapping``, letterbox by default) and
+Each frame is fitted to the 224 px model input like MuPoTS-3D (``imageio.fit_image``, letterbox by default) and
 its GT is expressed as the model sees it, with the keys of the rendered D_I shards that the supervised switches
 read (``use_weak_2d``: ``joints_2d``, ``visibility``; ``use_full_3d``: ``poses``; both: ``roots_px``,
 ``root_cells``, ``mask``):
@@ -35,12 +35,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
-from lightning_mp3d.datamodules.mupots import _fit_image, input_mapping, to_input
 from lightning_mp3d.geometry import Intrinsics, pixel_to_grid
 from lightning_mp3d.geometry.camera import from_real_camera
+from lightning_mp3d.imageio import Letterbox, fit_letterbox, read_fitted
 from lightning_mp3d.skeleton import MUPOTS17_TO_OURS, NUM_JOINTS, ROOT
 
 ANNOTATION_FILE = "MuCo-3DHP.json"
@@ -54,7 +53,7 @@ class MuCoDataset(Dataset):
     Args:
         root: folder holding ``MuCo-3DHP.json`` and the image folders.
         input_size: model input side (224).
-        fit: "pad" (letterbox) or "crop" (centre crop), as ``mupots.input_mapping``.
+        fit: "pad" (letterbox) or "crop" (centre crop), as ``imageio.fit_image``.
         max_people: padding size (default: the most people annotated in one frame).
     """
 
@@ -100,22 +99,19 @@ class MuCoDataset(Dataset):
 
     def __getitem__(self, idx: int) -> dict[str, torch.Tensor]:
         image = self.images[idx]
-        path = self.root / image["file_name"]
-        if not path.is_file():
-            raise ValueError(f"missing MuCo-3DHP image {path}")
-        picture = Image.open(path)
-        mp = input_mapping(*picture.size, self.input_size, self.fit)
-        mapping = torch.tensor(mp, dtype=torch.float64)
+        fitted = read_fitted(self.root / image["file_name"], self.input_size, self.fit, "MuCo-3DHP")
+        h, w = (int(x) for x in fitted.original_size)
+        letterbox = fit_letterbox(h, w, self.input_size, self.fit).as_tensor(torch.float64)  # GT maps in float64
         (fx, fy), (cx, cy) = image["f"], image["c"]
         intrinsics = torch.tensor([fx, fy, cx, cy], dtype=torch.float64)
         kp2, kp3, vis = (torch.from_numpy(a) for a in self._arrays(image))
         mask = torch.arange(self.max_people) < len(self.people[image["id"]])
-        poses = from_real_camera(kp3, mapping, intrinsics, self.virtual)  # (P, 15, 3)
-        joints_2d = to_input(kp2, mapping).float()
+        poses = from_real_camera(kp3, letterbox, intrinsics, self.virtual)  # (P, 15, 3)
+        joints_2d = Letterbox.from_tensor(letterbox).to_input(kp2).float()
         roots_px = joints_2d[:, ROOT]
         m = mask[:, None]
         return {
-            "image": _fit_image(picture, mp, self.input_size),
+            "image": fitted.image,
             "poses": torch.where(m[..., None], poses, 0.0).float(),
             "joints_2d": torch.where(m[..., None], joints_2d, 0.0),
             "visibility": vis & m,
@@ -140,8 +136,8 @@ def write_muco_shards(
     """
     from tqdm.auto import tqdm
 
-    from lightning_mp3d.datamodules.images import encode_image
     from lightning_mp3d.datamodules.shards import AtomicShardWriter, encode_sample
+    from lightning_mp3d.imageio import encode_image
 
     dataset = MuCoDataset(root, fit=fit)
     out = Path(out_dir)

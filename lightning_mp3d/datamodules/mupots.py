@@ -13,10 +13,10 @@ Intrinsics are not in ``annot.mat``: pass a JSON ``{"TS1": {"fx":..,"fy":..,"cx"
 ``fit_intrinsics`` solve them per sequence from the annot2/annot3 correspondences (linear least squares of
 ``u = fx X/Z + cx``, ``v = fy Y/Z + cy`` over every valid joint).
 
-Input mapping: each frame is letterboxed (``fit="pad"``, default: the whole frame, scaled by 224 / max(H, W) and
-centred with black bars) or centre-cropped (``fit="crop"``: scale 224 / min(H, W)) to 224 x 224.
-``input_px = full_px * scale + offset``; ``to_full_resolution`` is the inverse applied to predictions, so the
-official 40 px matching runs on full-resolution pixels.
+Input: each frame is letterboxed (``fit="pad"``, default: the whole frame, scaled by 224 / max(H, W) and centred
+on black) or centre-cropped (``fit="crop"``: scale 224 / min(H, W)) to 224 x 224 by ``imageio.fit_image``, the fit
+of every real image. Items record ``letterbox`` (``imageio.Letterbox``: ``input_px = scale * full_px + offset``);
+evaluation maps predictions back with ``to_original``, so the official 40 px matching runs on full-resolution pixels.
 """
 
 from __future__ import annotations
@@ -29,21 +29,13 @@ import numpy as np
 import pytorch_lightning as pl
 import scipy.io
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from lightning_mp3d.geometry import Intrinsics
+from lightning_mp3d.imageio import Letterbox, read_fitted
 from lightning_mp3d.skeleton import MUPOTS17_TO_OURS
 
 NUM_SEQUENCES = 20
-
-
-class CameraIntrinsics(NamedTuple):
-    """Pinhole intrinsics in full-resolution pixels."""
-
-    fx: float
-    fy: float
-    cx: float
-    cy: float
 
 
 class MuPoTSSequence(NamedTuple):
@@ -54,14 +46,6 @@ class MuPoTSSequence(NamedTuple):
     univ_annot3: np.ndarray  # (F, N, 17, 3) mm
     valid: np.ndarray  # (F, N) bool (isValidFrame)
     occluded: np.ndarray  # (F, N, 17) bool
-
-
-class InputMapping(NamedTuple):
-    """``input_px = full_px * scale + offset``."""
-
-    scale: float
-    offset_x: float
-    offset_y: float
 
 
 def _loadmat(path: Path) -> dict:
@@ -123,14 +107,14 @@ def load_sequence(ts_dir: str | Path) -> MuPoTSSequence:
     return MuPoTSSequence(a2, a3, u3, valid, occluded.astype(bool))
 
 
-def fit_intrinsics(annot2: np.ndarray, annot3: np.ndarray, valid: np.ndarray | None = None) -> CameraIntrinsics:
+def fit_intrinsics(annot2: np.ndarray, annot3: np.ndarray, valid: np.ndarray | None = None) -> Intrinsics:
     """Least-squares pinhole intrinsics from 2D/3D joint correspondences.
 
     Args:
         annot2: (..., 17, 2) px. annot3: (..., 17, 3) mm, camera frame. valid: (...) bool people to use.
 
     Returns:
-        CameraIntrinsics solving ``u = fx X/Z + cx`` and ``v = fy Y/Z + cy`` in the least-squares sense.
+        Intrinsics solving ``u = fx X/Z + cx`` and ``v = fy Y/Z + cy`` in the least-squares sense.
     """
     if valid is None:
         valid = np.ones(annot2.shape[:-2], dtype=bool)
@@ -143,21 +127,21 @@ def fit_intrinsics(annot2: np.ndarray, annot3: np.ndarray, valid: np.ndarray | N
         a = np.stack((p3[:, axis] / p3[:, 2], np.ones(len(p3))), 1)
         (f, c), *_ = np.linalg.lstsq(a, p2[:, axis], rcond=None)
         out.append((f, c))
-    return CameraIntrinsics(out[0][0], out[1][0], out[0][1], out[1][1])
+    return Intrinsics(out[0][0], out[1][0], out[0][1], out[1][1])
 
 
-def parse_intrinsics(value: object, where: str) -> CameraIntrinsics:
+def parse_intrinsics(value: object, where: str) -> Intrinsics:
     """One camera from JSON: ``{"fx", "fy", "cx", "cy"}`` or a 3x3 ``K``; ``where`` names it in errors."""
     if isinstance(value, dict) and {"fx", "fy", "cx", "cy"} <= value.keys():
-        return CameraIntrinsics(float(value["fx"]), float(value["fy"]), float(value["cx"]), float(value["cy"]))
+        return Intrinsics(float(value["fx"]), float(value["fy"]), float(value["cx"]), float(value["cy"]))
     if isinstance(value, list) and np.asarray(value).shape == (3, 3):
         k = np.asarray(value, dtype=float)
-        return CameraIntrinsics(k[0, 0], k[1, 1], k[0, 2], k[1, 2])
+        return Intrinsics(k[0, 0], k[1, 1], k[0, 2], k[1, 2])
     raise ValueError(f"{where} must be {{fx, fy, cx, cy}} or a 3x3 K, got {value!r}")
 
 
-def load_intrinsics_json(path: str | Path) -> dict[int, CameraIntrinsics]:
-    """``{"TS1": {"fx", "fy", "cx", "cy"}, ...}`` (or a 3x3 ``K`` per sequence) -> {1: CameraIntrinsics, ...}."""
+def load_intrinsics_json(path: str | Path) -> dict[int, Intrinsics]:
+    """``{"TS1": {"fx", "fy", "cx", "cy"}, ...}`` (or a 3x3 ``K`` per sequence) -> {1: Intrinsics, ...}."""
     data = json.loads(Path(path).read_text())
     out = {}
     for key, v in data.items():
@@ -167,38 +151,14 @@ def load_intrinsics_json(path: str | Path) -> dict[int, CameraIntrinsics]:
     return out
 
 
-def input_mapping(width: int, height: int, input_size: int = 224, fit: str = "pad") -> InputMapping:
-    """Affine map from full-resolution pixels to the square model input."""
-    if fit == "pad":
-        scale = input_size / max(width, height)
-    elif fit == "crop":
-        scale = input_size / min(width, height)
-    else:
-        raise ValueError(f"fit must be 'pad' or 'crop', got {fit!r}")
-    return InputMapping(scale, (input_size - width * scale) / 2.0, (input_size - height * scale) / 2.0)
-
-
-def to_input(points: torch.Tensor, mapping: torch.Tensor) -> torch.Tensor:
-    """Full-resolution px (..., J, 2) -> input px, with ``mapping`` (..., 3) = (scale, offset_x, offset_y)."""
-    return points * mapping[..., None, 0:1] + mapping[..., None, 1:3]
-
-
-def to_full_resolution(points: torch.Tensor, mapping: torch.Tensor) -> torch.Tensor:
-    """Inverse of ``to_input``: input px (..., J, 2) -> full-resolution px; ``mapping`` (..., 3) broadcasts over J."""
-    return (points - mapping[..., None, 1:3]) / mapping[..., None, 0:1]
-
-
 def load_input_image(path: Path, input_size: int, fit: str, what: str) -> tuple[torch.Tensor, torch.Tensor, tuple]:
-    """A dataset frame as the model sees it: (image (3, S, S) in [0, 1], mapping (3,) ``(s, o_x, o_y)``, (w, h)).
+    """A dataset frame as the model sees it: (image (3, S, S) in [0, 1], letterbox (3,), (w, h)).
 
-    Raises ValueError naming ``what`` and the path when the frame is missing.
+    Raises ValueError naming ``what`` and the path when the frame is missing or unreadable.
     """
-    if not path.is_file():
-        raise ValueError(f"missing {what} image {path}")
-    image = Image.open(path)
-    w, h = image.size
-    mp = input_mapping(w, h, input_size, fit)
-    return _fit_image(image, mp, input_size), torch.tensor(mp, dtype=torch.float32), (w, h)
+    fitted = read_fitted(path, input_size, fit, what)
+    h, w = (int(x) for x in fitted.original_size)
+    return fitted.image, fitted.letterbox, (w, h)
 
 
 def pad_people(x: np.ndarray, slots: int) -> torch.Tensor:
@@ -207,27 +167,14 @@ def pad_people(x: np.ndarray, slots: int) -> torch.Tensor:
     return torch.cat((t, t.new_zeros((slots - t.shape[0], *t.shape[1:]))))
 
 
-def _fit_image(image: Image.Image, mapping: InputMapping, size: int) -> torch.Tensor:
-    """Resample ``image`` into the size x size input with ``mapping``; (3, size, size) float in [0, 1]."""
-    inv = (
-        1.0 / mapping.scale,
-        0.0,
-        -mapping.offset_x / mapping.scale,
-        0.0,
-        1.0 / mapping.scale,
-        -mapping.offset_y / mapping.scale,
-    )
-    out = image.convert("RGB").transform((size, size), Image.Transform.AFFINE, inv, resample=Image.Resampling.BILINEAR)
-    return torch.from_numpy(np.asarray(out, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
-
-
 class MuPoTSDataset(Dataset):
     """One item per frame with the sequence's annotated people padded to ``max_people``.
 
     Item keys: ``image`` (3, S, S) in [0, 1]; ``gt_poses`` (G, 15, 3) mm annot3; ``gt_poses_univ`` (G, 15, 3) mm;
     ``gt_2d`` (G, 15, 2) full-res px; ``gt_2d_input`` (G, 15, 2) input px; ``gt_mask`` (G,) bool (isValidFrame);
-    ``occluded`` (G, 15) bool; ``sequence`` () long (TS1 -> 0); ``frame`` () long; ``mapping`` (3,) input mapping;
-    ``intrinsics`` (4,) fx, fy, cx, cy full-res px; ``image_size`` (2,) W, H.
+    ``occluded`` (G, 15) bool; ``sequence`` () long (TS1 -> 0); ``frame`` () long; ``letterbox`` (3,)
+    ``imageio.Letterbox``; ``intrinsics`` (4,) ``geometry.Intrinsics`` fx, fy, cx, cy full-res px; ``image_size`` (2,)
+    W, H.
 
     Args:
         root: folder holding ``TS1``..``TS20``.
@@ -256,7 +203,7 @@ class MuPoTSDataset(Dataset):
         self.input_size, self.fit = input_size, fit
         given = load_intrinsics_json(intrinsics_json) if intrinsics_json is not None else {}
         self.data: dict[int, MuPoTSSequence] = {}
-        self.intrinsics: dict[int, CameraIntrinsics] = {}
+        self.intrinsics: dict[int, Intrinsics] = {}
         self.index: list[tuple[int, int]] = []
         for n in self.sequences:
             seq = load_sequence(self.root / f"TS{n}")
@@ -275,7 +222,7 @@ class MuPoTSDataset(Dataset):
         n, i = self.index[idx]
         seq, g = self.data[n], self.max_people
         path = self.root / f"TS{n}" / f"img_{i:06d}.jpg"
-        image, mapping, (w, h) = load_input_image(path, self.input_size, self.fit, "MuPoTS-3D")
+        image, letterbox, (w, h) = load_input_image(path, self.input_size, self.fit, "MuPoTS-3D")
         ours = list(MUPOTS17_TO_OURS)
 
         def pad(x: np.ndarray) -> torch.Tensor:
@@ -288,12 +235,12 @@ class MuPoTSDataset(Dataset):
             "gt_poses": pad(seq.annot3[i][:, ours]),
             "gt_poses_univ": pad(seq.univ_annot3[i][:, ours]),
             "gt_2d": gt_2d,
-            "gt_2d_input": to_input(gt_2d, mapping),
+            "gt_2d_input": Letterbox.from_tensor(letterbox).to_input(gt_2d),
             "gt_mask": pad(seq.valid[i]),
             "occluded": pad(seq.occluded[i][:, ours]),
             "sequence": torch.tensor(n - 1, dtype=torch.long),
             "frame": torch.tensor(i, dtype=torch.long),
-            "mapping": mapping,
+            "letterbox": letterbox,
             "intrinsics": torch.tensor([cam.fx, cam.fy, cam.cx, cam.cy], dtype=torch.float32),
             "image_size": torch.tensor([w, h], dtype=torch.float32),
         }

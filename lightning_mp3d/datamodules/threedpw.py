@@ -29,7 +29,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from lightning_mp3d.datamodules.mupots import load_input_image, pad_people, to_input
+from lightning_mp3d.datamodules.mupots import load_input_image, pad_people
+from lightning_mp3d.imageio import Letterbox
 
 # ours[k] = smpl24[SMPL24_TO_OURS[k]]: pelvis, neck, head, shoulders, elbows, wrists, hips, knees, ankles (r, l).
 SMPL24_TO_OURS: tuple[int, ...] = (0, 12, 15, 17, 16, 19, 18, 21, 20, 2, 1, 5, 4, 8, 7)
@@ -68,7 +69,7 @@ class ThreeDPWDataset(Dataset):
         root: the 3DPW folder (``sequenceFiles/``, ``imageFiles/``).
         split: "test" (the paper's All-Test-mode evaluates on the 24 test sequences), "validation" or "train".
         input_size: model input side (224).
-        fit: "pad" (letterbox) or "crop", as ``mupots.input_mapping``.
+        fit: "pad" (letterbox) or "crop", as ``imageio.fit_image``.
     """
 
     def __init__(self, root: str | Path, split: str = "test", input_size: int = 224, fit: str = "pad") -> None:
@@ -91,7 +92,7 @@ class ThreeDPWDataset(Dataset):
         q, i = self.index[idx]
         seq, g = self.sequences[q], self.max_people
         path = self.root / "imageFiles" / seq["name"] / f"image_{i:05d}.jpg"
-        image, mapping, (w, h) = load_input_image(path, self.input_size, self.fit, "3DPW")
+        image, letterbox, (w, h) = load_input_image(path, self.input_size, self.fit, "3DPW")
 
         def pad(x: np.ndarray) -> torch.Tensor:
             return pad_people(x, g)
@@ -102,11 +103,11 @@ class ThreeDPWDataset(Dataset):
             "image": image,
             "gt_poses": pad(seq["joints"][i]),
             "gt_2d": gt_2d,
-            "gt_2d_input": to_input(gt_2d, mapping),
+            "gt_2d_input": Letterbox.from_tensor(letterbox).to_input(gt_2d),
             "gt_mask": pad(seq["valid"][i]),
             "sequence": torch.tensor(q, dtype=torch.long),
             "frame": torch.tensor(i, dtype=torch.long),
-            "mapping": mapping,
+            "letterbox": letterbox,
             "intrinsics": torch.tensor([k[0, 0], k[1, 1], k[0, 2], k[1, 2]], dtype=torch.float32),
             "image_size": torch.tensor([w, h], dtype=torch.float32),
         }

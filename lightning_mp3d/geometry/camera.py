@@ -15,6 +15,7 @@ Convention
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -23,9 +24,14 @@ MIN_DEPTH_MM = 1.0
 
 
 class Intrinsics(NamedTuple):
-    """Pinhole intrinsics in pixels."""
+    """Pinhole intrinsics in pixels: ``u = fx x / z + cx``, ``v = fy y / z + cy``.
 
-    focal: float
+    The one camera type: the model's fixed input camera (``for_image``, fx == fy) and the real cameras of datasets
+    (MuPoTS-3D, 3DPW, MuCo-3DHP, ``mp3d-predict --intrinsics``); as a batched tensor, (..., 4) (fx, fy, cx, cy).
+    """
+
+    fx: float
+    fy: float
     cx: float
     cy: float
 
@@ -33,11 +39,16 @@ class Intrinsics(NamedTuple):
     def for_image(cls, image_size: int | tuple[int, int] = 224, focal_scale: float = 1.0) -> Intrinsics:
         """Fixed intrinsics of a square (or (H, W)) input image."""
         h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
-        return cls(focal=focal_scale * w, cx=w / 2.0, cy=h / 2.0)
+        return cls(fx=focal_scale * w, fy=focal_scale * w, cx=w / 2.0, cy=h / 2.0)
+
+    @property
+    def focal(self) -> float:
+        """The focal length: ``fx`` for square pixels (fx == fy), else ``sqrt(fx fy)`` (the same apparent area)."""
+        return self.fx if self.fx == self.fy else math.sqrt(self.fx * self.fy)
 
     def matrix(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """3x3 K."""
-        return torch.tensor([[self.focal, 0.0, self.cx], [0.0, self.focal, self.cy], [0.0, 0.0, 1.0]], dtype=dtype)
+        return torch.tensor([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]], dtype=dtype)
 
 
 def root_position(root_px: torch.Tensor, depth: torch.Tensor, intrinsics: Intrinsics) -> torch.Tensor:
@@ -54,8 +65,8 @@ def root_position(root_px: torch.Tensor, depth: torch.Tensor, intrinsics: Intrin
         raise ValueError(
             f"root_px must be (..., 2) and depth (...), got {tuple(root_px.shape)} and {tuple(depth.shape)}"
         )
-    x = (root_px[..., 0] - intrinsics.cx) * depth / intrinsics.focal
-    y = (root_px[..., 1] - intrinsics.cy) * depth / intrinsics.focal
+    x = (root_px[..., 0] - intrinsics.cx) * depth / intrinsics.fx
+    y = (root_px[..., 1] - intrinsics.cy) * depth / intrinsics.fy
     return torch.stack((x, y, depth), -1)
 
 
@@ -86,7 +97,10 @@ def project(p_g: torch.Tensor, intrinsics: Intrinsics, min_depth: float = MIN_DE
     if p_g.shape[-1] != 3:
         raise ValueError(f"points must be (..., 3), got {tuple(p_g.shape)}")
     z = p_g[..., 2:3].clamp(min=min_depth)
-    uv = intrinsics.focal * p_g[..., :2] / z
+    if intrinsics.fx == intrinsics.fy:  # square pixels (the model's camera): one scalar, no extra tensor
+        uv = intrinsics.fx * p_g[..., :2] / z
+    else:
+        uv = p_g[..., :2] * p_g.new_tensor([intrinsics.fx, intrinsics.fy]) / z
     return uv + uv.new_tensor([intrinsics.cx, intrinsics.cy])
 
 
@@ -102,16 +116,16 @@ def pixel_to_grid(pixels: torch.Tensor, grid_size: int, image_size: int) -> torc
     return torch.floor(pixels * (grid_size / image_size)).long().clamp(0, grid_size - 1)
 
 
-def _check_real_camera_args(poses: torch.Tensor, mapping: torch.Tensor, intrinsics: torch.Tensor) -> None:
-    if poses.shape[-1] != 3 or mapping.shape[-1] != 3 or intrinsics.shape[-1] != 4:
+def _check_real_camera_args(poses: torch.Tensor, letterbox: torch.Tensor, intrinsics: torch.Tensor) -> None:
+    if poses.shape[-1] != 3 or letterbox.shape[-1] != 3 or intrinsics.shape[-1] != 4:
         raise ValueError(
-            f"poses must be (..., P, J, 3), mapping (..., 3), intrinsics (..., 4); "
-            f"got {tuple(poses.shape)}, {tuple(mapping.shape)}, {tuple(intrinsics.shape)}"
+            f"poses must be (..., P, J, 3), letterbox (..., 3), intrinsics (..., 4); "
+            f"got {tuple(poses.shape)}, {tuple(letterbox.shape)}, {tuple(intrinsics.shape)}"
         )
 
 
 def to_real_camera(
-    poses: torch.Tensor, mapping: torch.Tensor, intrinsics: torch.Tensor, virtual: Intrinsics, root: int = 0
+    poses: torch.Tensor, letterbox: torch.Tensor, intrinsics: torch.Tensor, virtual: Intrinsics, root: int = 0
 ) -> torch.Tensor:
     """Re-express poses from the model's virtual input camera in the real camera of the original image.
 
@@ -128,18 +142,18 @@ def to_real_camera(
 
     Args:
         poses: (..., P, J, 3) millimetres in the virtual camera.
-        mapping: (..., 3) ``(s, o_x, o_y)`` with ``input_px = s * original_px + o``.
+        letterbox: (..., 3) ``(s, o_x, o_y)`` with ``input_px = s * original_px + o`` (``imageio.Letterbox``).
         intrinsics: (..., 4) ``(fx, fy, cx, cy)`` of the original image, pixels.
-        virtual: the model's input camera (``Intrinsics.for_image(224)``).
+        virtual: the model's input camera (``Intrinsics.for_image(224)``, square pixels).
         root: root joint index.
 
     Returns:
         (..., P, J, 3) millimetres in the real camera.
     """
-    _check_real_camera_args(poses, mapping, intrinsics)
+    _check_real_camera_args(poses, letterbox, intrinsics)
     root_v = poses[..., root, :]  # (..., P, 3)
     u_in = project(root_v, virtual)  # (..., P, 2)
-    s, offset = mapping[..., None, 0:1], mapping[..., None, 1:3]  # (..., 1, 1), (..., 1, 2)
+    s, offset = letterbox[..., None, 0:1], letterbox[..., None, 1:3]  # (..., 1, 1), (..., 1, 2)
     u = (u_in - offset) / s
     fx, fy, cx, cy = (intrinsics[..., None, i] for i in range(4))  # each (..., 1)
     z = root_v[..., 2].clamp(min=MIN_DEPTH_MM) * s[..., 0] * torch.sqrt(fx * fy) / virtual.focal
@@ -148,7 +162,7 @@ def to_real_camera(
 
 
 def from_real_camera(
-    poses: torch.Tensor, mapping: torch.Tensor, intrinsics: torch.Tensor, virtual: Intrinsics, root: int = 0
+    poses: torch.Tensor, letterbox: torch.Tensor, intrinsics: torch.Tensor, virtual: Intrinsics, root: int = 0
 ) -> torch.Tensor:
     """Inverse of :func:`to_real_camera`: real-camera poses -> the model's input camera (e.g. training GT).
 
@@ -157,7 +171,7 @@ def from_real_camera(
 
     Args:
         poses: (..., P, J, 3) millimetres in the real camera.
-        mapping: (..., 3) ``(s, o_x, o_y)`` with ``input_px = s * original_px + o``.
+        letterbox: (..., 3) ``(s, o_x, o_y)`` with ``input_px = s * original_px + o`` (``imageio.Letterbox``).
         intrinsics: (..., 4) ``(fx, fy, cx, cy)`` of the original image, pixels.
         virtual: the model's input camera.
         root: root joint index.
@@ -165,12 +179,12 @@ def from_real_camera(
     Returns:
         (..., P, J, 3) millimetres in the virtual camera.
     """
-    _check_real_camera_args(poses, mapping, intrinsics)
+    _check_real_camera_args(poses, letterbox, intrinsics)
     root_r = poses[..., root, :]  # (..., P, 3)
     fx, fy, cx, cy = (intrinsics[..., None, i] for i in range(4))  # each (..., 1)
     z_r = root_r[..., 2].clamp(min=MIN_DEPTH_MM)
     u = torch.stack((fx * root_r[..., 0] / z_r + cx, fy * root_r[..., 1] / z_r + cy), -1)  # (..., P, 2)
-    s, offset = mapping[..., None, 0:1], mapping[..., None, 1:3]
+    s, offset = letterbox[..., None, 0:1], letterbox[..., None, 1:3]
     u_in = u * s + offset
     z = z_r * virtual.focal / (s[..., 0] * torch.sqrt(fx * fy))
     root_v = root_position(u_in, z, virtual)  # (..., P, 3)

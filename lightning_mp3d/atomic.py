@@ -24,6 +24,28 @@ def unique_temporary(path: str | Path) -> Path:
         return tmp
 
 
+class PendingFile:
+    """A binary file written atomically over several calls (a shard that fills up across loop iterations), where one
+    ``with atomic_path(...)`` block does not fit: ``handle`` writes to a unique temporary file beside ``path``;
+    ``commit`` closes it and renames it onto ``path``; ``discard`` closes and removes it, leaving ``path`` as it was."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.tmp = unique_temporary(self.path)
+        self.handle = open(self.tmp, "wb")  # noqa: SIM115 - closed by commit / discard
+
+    def commit(self) -> Path:
+        """Close and move the finished file onto ``path``."""
+        self.handle.close()
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def discard(self) -> None:
+        """Close and remove the partial file."""
+        self.handle.close()
+        self.tmp.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a unique temporary path beside ``path`` (parents created); on success it replaces ``path``, on an

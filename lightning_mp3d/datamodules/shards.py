@@ -3,7 +3,7 @@
 Encoding: one webdataset sample per example; every tensor entry ``name`` is stored as ``name.npy`` (NumPy's own
 format: exact dtype, shape and bits), plus ``__key__`` = the example's global index as 9 digits. bfloat16 is not
 representable in .npy and is refused. Writers go through a unique temporary file beside the shard
-(``atomic.unique_temporary``) and ``os.replace``, so a shard path either holds a complete shard or does not exist,
+(``atomic.PendingFile``) and renamed when complete, so a shard path either holds a complete shard or does not exist,
 and two writers never share a temporary file. Readers split shards explicitly by (rank, world_size) and then by
 dataloader worker, and raise a ValueError naming the shard on a corrupt or truncated file.
 """
@@ -20,7 +20,7 @@ import torch
 import webdataset as wds
 from tqdm.auto import tqdm
 
-from lightning_mp3d.atomic import unique_temporary
+from lightning_mp3d.atomic import PendingFile
 
 SHARD_PATTERN = "{prefix}-{index:06d}.tar"
 
@@ -85,18 +85,16 @@ def write_tensor_shards(
     os.makedirs(out_dir, exist_ok=True)
     paths: list[str] = []
     writer: wds.TarWriter | None = None
-    handle = None
-    tmp = None
+    pending: PendingFile | None = None
     in_shard = 0
     index = 0
 
     def close() -> None:
-        nonlocal writer, handle
+        nonlocal writer, pending
         if writer is not None:
             writer.close()
-            handle.close()
-            os.replace(tmp, paths[-1])
-            writer, handle = None, None
+            pending.commit()
+            writer, pending = None, None
 
     bar = tqdm(total=total, unit="sample", desc=f"writing {prefix} shards", disable=not progress)
     try:
@@ -110,9 +108,8 @@ def write_tensor_shards(
                     paths.append(
                         os.path.join(os.fspath(out_dir), SHARD_PATTERN.format(prefix=prefix, index=len(paths)))
                     )
-                    tmp = unique_temporary(paths[-1])
-                    handle = open(tmp, "wb")  # noqa: SIM115 - closed in close()
-                    writer = wds.TarWriter(handle)
+                    pending = PendingFile(paths[-1])
+                    writer = wds.TarWriter(pending.handle)
                     in_shard = 0
                 writer.write(encode_sample(f"{index:09d}", {name: t[i] for name, t in batch.items()}))
                 index += 1
@@ -125,8 +122,7 @@ def write_tensor_shards(
         bar.close()
         if writer is not None:  # an exception left a partial shard: remove it
             writer.close()
-            handle.close()
-            os.remove(tmp)
+            pending.discard()
     return paths
 
 
@@ -135,25 +131,19 @@ class AtomicShardWriter(wds.ShardWriter):
     renamed when it is closed; when the ``with`` block ends in an exception the partial shard is removed instead."""
 
     def __init__(self, pattern: str, **kwargs: object) -> None:
-        self._pending: dict[str, tuple[str, io.BufferedWriter]] = {}
+        self._pending: dict[str, PendingFile] = {}
         super().__init__(pattern, opener=self._open, post=self._commit, **kwargs)
 
     def _open(self, fname: str) -> io.BufferedWriter:
-        tmp = str(unique_temporary(fname))
-        handle = open(tmp, "wb")  # noqa: SIM115 - closed in _commit / __exit__
-        self._pending[fname] = (tmp, handle)
-        return handle
+        self._pending[fname] = PendingFile(fname)
+        return self._pending[fname].handle
 
     def _commit(self, fname: str) -> None:
-        tmp, handle = self._pending.pop(fname)
-        handle.close()
-        os.replace(tmp, fname)
+        self._pending.pop(fname).commit()
 
     def __exit__(self, exc_type, *args: object) -> None:
         if exc_type is not None and self.tarstream is not None:
-            tmp, handle = self._pending.pop(self.fname)
-            handle.close()
-            os.remove(tmp)
+            self._pending.pop(self.fname).discard()
             self.tarstream = None
         super().__exit__(exc_type, *args)
 

@@ -54,7 +54,7 @@ class PersonCrops(NamedTuple):
 
 
 def person_crops(
-    root_px: torch.Tensor,
+    roots_px: torch.Tensor,
     depth: torch.Tensor,
     mask: torch.Tensor,
     crop_depth_mm: float = DEFAULT_CROP_DEPTH_MM,
@@ -63,20 +63,20 @@ def person_crops(
     """One crop per valid person (``mask``), in (image, slot) order.
 
     Args:
-        root_px: (B, K, 2) root pixels in the input image.
+        roots_px: (B, K, 2) root pixels in the input image.
         depth: (B, K) root depths, mm (stage 1's, or the truth in training).
         mask: (B, K) bool.
         crop_depth_mm: the depth at which a person appears in the crop at its true size (see the module header).
     """
-    if root_px.shape[:-1] != depth.shape or mask.shape != depth.shape or root_px.shape[-1] != 2:
+    if roots_px.shape[:-1] != depth.shape or mask.shape != depth.shape or roots_px.shape[-1] != 2:
         raise ValueError(
-            f"root_px must be (B, K, 2), depth and mask (B, K); got {tuple(root_px.shape)}, {tuple(depth.shape)}, "
+            f"roots_px must be (B, K, 2), depth and mask (B, K); got {tuple(roots_px.shape)}, {tuple(depth.shape)}, "
             f"{tuple(mask.shape)}"
         )
     image, slot = torch.nonzero(mask, as_tuple=True)
     side = image_size * crop_depth_mm / depth[image, slot].clamp_min(1.0)
     side = side.clamp(MIN_SIDE_PX, 2.0 * image_size)
-    return PersonCrops(image, slot, root_px[image, slot], side, image_size)
+    return PersonCrops(image, slot, roots_px[image, slot], side, image_size)
 
 
 def crop_images(images: torch.Tensor, crops: PersonCrops) -> torch.Tensor:

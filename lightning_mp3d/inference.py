@@ -47,7 +47,7 @@ class Prediction(NamedTuple):
     keypoints: torch.Tensor  # (B, K, 15, 2) px in the input image
     confidence: torch.Tensor  # (B, K) root probability
     mask: torch.Tensor  # (B, K) bool
-    root_px: torch.Tensor  # (B, K, 2) px
+    roots_px: torch.Tensor  # (B, K, 2) px
 
 
 def decode_people(
@@ -63,8 +63,8 @@ def decode_people(
     """
     size = scene_decoder.image_size
     roots = find_roots(s[:, ROOT_CHANNEL], threshold, max_people, size, subcell=subcell)
-    scene = scene_decoder(s, roots.cells, roots.mask, roots.root_px.to(s.dtype))
-    return Prediction(scene.poses, scene.keypoints, roots.confidence, roots.mask, roots.root_px)
+    scene = scene_decoder(s, roots.cells, roots.mask, roots.roots_px.to(s.dtype))
+    return Prediction(scene.poses, scene.keypoints, roots.confidence, roots.mask, roots.roots_px)
 
 
 def refine_people(
@@ -88,11 +88,11 @@ def refine_people(
         encoder: E (``encode``); refine_head: H'; scene_decoder: M.
     """
     size = scene_decoder.image_size  # a Python int, also when traced
-    crops = person_crops(stage1.root_px, stage1.poses[..., 0, 2], stage1.mask, crop_depth_mm, size)
+    crops = person_crops(stage1.roots_px, stage1.poses[..., 0, 2], stage1.mask, crop_depth_mm, size)
     s = refine_head(encoder.encode(crop_images(images, crops)))  # (N, 40, G, G)
-    root_px = to_crop_pixels(stage1.root_px[crops.image, crops.slot][:, None], crops)  # (N, 1, 2) the crop centre
-    cells = pixel_to_grid(root_px, s.shape[-1], size)
-    scene = scene_decoder(s, cells, torch.ones_like(cells[..., 0], dtype=torch.bool), root_px.to(s.dtype))
+    roots_px = to_crop_pixels(stage1.roots_px[crops.image, crops.slot][:, None], crops)  # (N, 1, 2) the crop centre
+    cells = pixel_to_grid(roots_px, s.shape[-1], size)
+    scene = scene_decoder(s, cells, torch.ones_like(cells[..., 0], dtype=torch.bool), roots_px.to(s.dtype))
     poses = to_image_camera(scene.poses, crops)  # (N, 1, J, 3) in the image's camera, root pixel = stage 1's
     confident = (torch.sigmoid(scene.root_logit) >= threshold)[..., None, None]  # (N, 1, 1, 1)
     root = torch.where(confident, poses[..., :1, :], stage1.poses[crops.image, crops.slot][:, None, :1])

@@ -141,7 +141,7 @@ def people_diagnostics(predictions: list, batches: list[dict[str, torch.Tensor]]
 
     preds, gts, stats, ap = [], [], torch.zeros(3), APRoot()
     for b, out in zip(batches, predictions, strict=True):
-        index = match_roots(out.root_px, out.mask, b["gt_roots_px"], b["gt_mask"])
+        index = match_roots(out.roots_px, out.mask, b["gt_roots_px"], b["gt_mask"])
         matched = index >= 0
         rows = torch.arange(index.shape[0])[:, None]
         preds.append(out.poses[rows, index.clamp(min=0)][matched]), gts.append(b["gt_poses"][matched])

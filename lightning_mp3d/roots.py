@@ -20,7 +20,7 @@ class RootDetections(NamedTuple):
     cells: torch.Tensor  # (B, K, 2) long (col, row)
     mask: torch.Tensor  # (B, K) bool
     confidence: torch.Tensor  # (B, K) sigmoid probability, 0 where masked
-    root_px: torch.Tensor  # (B, K, 2) pixels (u, v): cell centres, or sub-cell (``find_roots(subcell=True)``)
+    roots_px: torch.Tensor  # (B, K, 2) pixels (u, v): cell centres, or sub-cell (``find_roots(subcell=True)``)
 
 
 def root_heatmap_targets(

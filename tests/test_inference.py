@@ -39,10 +39,10 @@ def test_subcell_roots_centroid_by_hand():
     prob[0, 5, 4] = 0.8  # equal neighbour to the right: the root lies on the shared cell edge
     det = find_roots(torch.logit(prob), threshold=0.3, max_people=1, subcell=True)
     assert det.cells.tolist() == [[[3, 5]]]  # one peak per plateau: its first cell in raster order
-    torch.testing.assert_close(det.root_px, torch.tensor([[[4 * 16.0, 5.5 * 16.0]]]))
+    torch.testing.assert_close(det.roots_px, torch.tensor([[[4 * 16.0, 5.5 * 16.0]]]))
     prob[0, 5, 4] = 0.0
     det = find_roots(torch.logit(prob), threshold=0.3, max_people=1, subcell=True)
-    torch.testing.assert_close(det.root_px, torch.tensor([[[3.5 * 16, 5.5 * 16]]]))
+    torch.testing.assert_close(det.roots_px, torch.tensor([[[3.5 * 16, 5.5 * 16]]]))
 
 
 def test_estimator_outputs_are_consistent(estimator):
@@ -51,7 +51,7 @@ def test_estimator_outputs_are_consistent(estimator):
     assert out.poses.shape == (2, 4, 15, 3) and out.keypoints.shape == (2, 4, 15, 2)
     assert out.mask.any()
     torch.testing.assert_close(out.keypoints, project(out.poses, Intrinsics.for_image(224)))
-    torch.testing.assert_close(out.keypoints[..., 0, :][out.mask], out.root_px[out.mask], atol=1e-3, rtol=0)
+    torch.testing.assert_close(out.keypoints[..., 0, :][out.mask], out.roots_px[out.mask], atol=1e-3, rtol=0)
     assert (out.confidence[~out.mask] == 0).all()
     assert not any(p.requires_grad for p in estimator.parameters())
     with pytest.raises(ValueError, match="images must be"):

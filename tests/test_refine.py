@@ -59,8 +59,8 @@ def test_crop_virtual_camera_round_trip_to_1e4_mm(generator):
 def test_crop_images_shows_the_person_at_the_centre_at_the_crop_zoom():
     images = torch.zeros(2, 1, 224, 224)
     images[1, 0, 150:154, 60:64] = 1.0  # a 4-px dot centred at (62, 152)
-    root_px = torch.tensor([[[0.0, 0.0]], [[62.0, 152.0]]])
-    crops = person_crops(root_px, torch.tensor([[1.0], [6000.0]]), torch.tensor([[False], [True]]), 3000.0)
+    roots_px = torch.tensor([[[0.0, 0.0]], [[62.0, 152.0]]])
+    crops = person_crops(roots_px, torch.tensor([[1.0], [6000.0]]), torch.tensor([[False], [True]]), 3000.0)
     assert crops.image.tolist() == [1] and crops.side_px.item() == pytest.approx(112.0)  # zoom 2
     crop = crop_images(images, crops)[0, 0]
     bright = torch.nonzero(crop > 0.5).float()
@@ -75,9 +75,9 @@ def test_h_prime_with_h_weights_on_a_centred_one_person_crop_equals_single_shot(
     images = b["image"]
     s = est.head(est.encoder.encode(images))
     cells, mask = torch.tensor([[[7, 7]]]), torch.ones(1, 1, dtype=torch.bool)
-    root_px = torch.full((1, 1, 2), 112.0)  # centred: the crop's centre
-    scene = est.scene_decoder(s, cells, mask, root_px)
-    stage1 = Prediction(scene.poses, scene.keypoints, torch.ones(1, 1), mask, root_px)
+    roots_px = torch.full((1, 1, 2), 112.0)  # centred: the crop's centre
+    scene = est.scene_decoder(s, cells, mask, roots_px)
+    stage1 = Prediction(scene.poses, scene.keypoints, torch.ones(1, 1), mask, roots_px)
     depth = float(scene.depth[0, 0])  # the rule's side is 224 px for a person at crop_depth_mm
     refined = refine_people(images, stage1, est.encoder, est.head, est.scene_decoder, 0.0, crop_depth_mm=depth)
     torch.testing.assert_close(refined.poses, stage1.poses, atol=1e-2, rtol=1e-4)  # mm
@@ -96,9 +96,9 @@ def test_refined_inference_is_batched_one_h_prime_call_per_batch():
     images = torch.rand(3, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     out, base = refined(images), single(images)
     assert calls == [int(base.mask.sum())] and calls[0] > 3  # every person of the 3 images in one call
-    for name in ("mask", "confidence", "root_px"):  # stage 1 decides who is there and where
+    for name in ("mask", "confidence", "roots_px"):  # stage 1 decides who is there and where
         torch.testing.assert_close(getattr(out, name), getattr(base, name))
-    torch.testing.assert_close(out.keypoints[..., 0, :][out.mask], out.root_px[out.mask], atol=1e-3, rtol=0)
+    torch.testing.assert_close(out.keypoints[..., 0, :][out.mask], out.roots_px[out.mask], atol=1e-3, rtol=0)
     torch.testing.assert_close(out.keypoints, project(out.poses, Intrinsics.for_image(224)))
     with pytest.raises(ValueError, match="refine_head"):
         random_estimator(refine_head=None, refine=True)

@@ -21,9 +21,9 @@ def facing_person() -> torch.Tensor:
     return torch.cat((xy, torch.zeros(15, 1, dtype=torch.float64)), -1)[None, None]
 
 
-def seen(pose: torch.Tensor, root_px: torch.Tensor, depth: float) -> torch.Tensor:
-    """Keypoints (1, 1, 15, 2) of ``pose`` placed at ``root_px`` (1, 1, 2) and ``depth`` mm."""
-    return project(translate(pose, root_px, torch.tensor([[depth]], dtype=torch.float64), CAMERA), CAMERA)
+def seen(pose: torch.Tensor, roots_px: torch.Tensor, depth: float) -> torch.Tensor:
+    """Keypoints (1, 1, 15, 2) of ``pose`` placed at ``roots_px`` (1, 1, 2) and ``depth`` mm."""
+    return project(translate(pose, roots_px, torch.tensor([[depth]], dtype=torch.float64), CAMERA), CAMERA)
 
 
 @pytest.fixture

@@ -77,10 +77,10 @@ def test_scene_decoder_puts_root_at_pixel_depth_and_keeps_bones():
     s[0, DEPTH_CHANNEL, 2, 7] = math.log(2.0)  # col 7, row 2 -> depth 10000 mm
     cells = torch.tensor([[[7, 2], [1, 1]], [[0, 13], [5, 5]]])
     mask = torch.tensor([[True, True], [True, False]])
-    root_px = torch.tensor([[[120.3, 40.1], [20.0, 20.0]], [[3.0, 220.0], [88.0, 88.0]]])
-    scene = m(s, cells, mask, root_px)
+    roots_px = torch.tensor([[[120.3, 40.1], [20.0, 20.0]], [[3.0, 220.0], [88.0, 88.0]]])
+    scene = m(s, cells, mask, roots_px)
     assert scene.poses.shape == (2, 2, 15, 3) and scene.keypoints.shape == (2, 2, 15, 2)
-    torch.testing.assert_close(scene.keypoints[..., 0, :], root_px, atol=1e-3, rtol=0)
+    torch.testing.assert_close(scene.keypoints[..., 0, :], roots_px, atol=1e-3, rtol=0)
     torch.testing.assert_close(scene.depth[0, 0], torch.tensor(10000.0))
     torch.testing.assert_close(scene.depth[1, 0], torch.tensor(5000.0))
     bones = (scene.canonical[..., 1:, :] - scene.canonical[..., list(PARENTS[1:]), :]).norm(dim=-1)
@@ -134,7 +134,7 @@ def test_root_targets_peak_at_cells_and_find_roots_recovers_them():
     found0 = {tuple(c) for c in det.cells[0][det.mask[0]].tolist()}
     assert found0 == {(3, 4), (10, 11)}
     assert det.cells[1, 0].tolist() == [7, 7]
-    torch.testing.assert_close(det.root_px[1, 0], torch.tensor([120.0, 120.0]))
+    torch.testing.assert_close(det.roots_px[1, 0], torch.tensor([120.0, 120.0]))
     assert (det.confidence[~det.mask] == 0).all()
 
 
@@ -154,7 +154,7 @@ def test_find_roots_gives_one_root_per_saturated_plateau():
     det = find_roots(logits, threshold=0.3, max_people=4, subcell=True)
     assert det.mask.tolist() == [[True, False, False, False]]
     assert det.cells[0, 0].tolist() == [5, 5]  # the plateau's first cell in raster order
-    torch.testing.assert_close(det.root_px[0, 0], torch.tensor([6.0 * 16, 6.0 * 16]), atol=0.01, rtol=0)  # centre
+    torch.testing.assert_close(det.roots_px[0, 0], torch.tensor([6.0 * 16, 6.0 * 16]), atol=0.01, rtol=0)  # centre
 
 
 def test_unique_root_mask_keeps_best_person_per_cell():

@@ -210,18 +210,18 @@ def self_supervised_loss(
 
 
 def transformed_roots(
-    root_px: torch.Tensor, mask: torch.Tensor, transform: SpatialTransform, grid_size: int = 14, image_size: int = 224
+    roots_px: torch.Tensor, mask: torch.Tensor, transform: SpatialTransform, grid_size: int = 14, image_size: int = 224
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The teacher's roots of I mapped into I' by T_s.
 
     Args:
-        root_px: (B, N, 2) px in I.
+        roots_px: (B, N, 2) px in I.
         mask: (B, N) bool.
 
     Returns:
-        (root_px' (B, N, 2) px, root_cells' (B, N, 2) long (col, row), mask' (B, N): valid and inside I').
+        (roots_px' (B, N, 2) px, root_cells' (B, N, 2) long (col, row), mask' (B, N): valid and inside I').
     """
-    moved = transform_points(root_px, transform, image_size)
+    moved = transform_points(roots_px, transform, image_size)
     return moved, pixel_to_grid(moved, grid_size, image_size), mask & inside_image(moved, image_size)
 
 

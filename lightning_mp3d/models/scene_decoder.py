@@ -30,7 +30,7 @@ class DecodedScene(NamedTuple):
     phi: torch.Tensor  # (B, N, 32)
     rotation: torch.Tensor  # (B, N, 6) raw c
     depth: torch.Tensor  # (B, N) mm
-    root_px: torch.Tensor  # (B, N, 2) px
+    roots_px: torch.Tensor  # (B, N, 2) px
     root_logit: torch.Tensor  # (B, N)
 
 
@@ -98,7 +98,7 @@ class SceneDecoder(nn.Module):
         s: torch.Tensor,
         root_cells: torch.Tensor,
         root_mask: torch.Tensor,
-        root_px: torch.Tensor | None = None,
+        roots_px: torch.Tensor | None = None,
     ) -> DecodedScene:
         """Decode the people at the given roots.
 
@@ -106,7 +106,7 @@ class SceneDecoder(nn.Module):
             s: (B, 40, G, G) output of H.
             root_cells: (B, N, 2) long (col, row) cells to pool.
             root_mask: (B, N) bool.
-            root_px: (B, N, 2) exact root pixels for T_G; default: the cell centres.
+            roots_px: (B, N, 2) exact root pixels for T_G; default: the cell centres.
 
         Returns:
             DecodedScene.
@@ -121,14 +121,14 @@ class SceneDecoder(nn.Module):
         maps = torch.cat((logits[:, None], phi_map, c_map, x_map[:, None]), 1)
         pooled = pool_cells(maps, root_cells)  # (B, N, 40)
         logit, phi, c, x = pooled[..., 0], pooled[..., 1:33], pooled[..., 33:39], pooled[..., 39]
-        if root_px is None:
-            root_px = grid_to_pixel(root_cells, g, self.image_size).to(s.dtype)
-        elif root_px.shape != root_cells.shape:
-            raise ValueError(f"root_px must be {tuple(root_cells.shape)}, got {tuple(root_px.shape)}")
+        if roots_px is None:
+            roots_px = grid_to_pixel(root_cells, g, self.image_size).to(s.dtype)
+        elif roots_px.shape != root_cells.shape:
+            raise ValueError(f"roots_px must be {tuple(root_cells.shape)}, got {tuple(roots_px.shape)}")
         p_l = self.pose_decoder(phi)  # (B, N, 15, 3)
         p_c = forward_kinematics(p_l)
         p_r = rotate(p_c, c)
         depth = self.depth_from_raw(x)
-        poses = translate(p_r, root_px.to(s.dtype), depth, self.intrinsics)
+        poses = translate(p_r, roots_px.to(s.dtype), depth, self.intrinsics)
         keypoints = project(poses, self.intrinsics)
-        return DecodedScene(poses, keypoints, root_mask.bool(), p_c, phi, c, depth, root_px, logit)
+        return DecodedScene(poses, keypoints, root_mask.bool(), p_c, phi, c, depth, roots_px, logit)

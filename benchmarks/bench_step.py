@@ -134,8 +134,8 @@ def build_stage(cls: type, preset: str, device: torch.device, seed: int = 0, tea
     stage = cls(**_init_args(config))
     hp = stage.hparams
     stage.teacher = TeacherPretraining(**_init_args(stage_config("teacher", preset))).teacher.freeze()
-    psi = AAEPretraining(**_init_args(stage_config("aae", preset))).decoder
-    stage.decoder = SceneDecoder(psi, depth_scale_mm=hp.depth_scale_mm)
+    psi = AAEPretraining(**_init_args(stage_config("aae", preset))).pose_decoder
+    stage.scene_decoder = SceneDecoder(psi, depth_scale_mm=hp.depth_scale_mm)
     v_channels = int(stage.teacher.v_channels)
     stage.g = PoseMapEncoder(v_channels, hidden=hp.g_hidden, **(hp.g_options or {}))
     stage.h = build_scene_head(v_channels, hp)
@@ -156,7 +156,7 @@ def instrument(stage, timer: Breakdown) -> None:
     teacher.encode = timer.wrap(teacher.encode, "teacher E")
     teacher.decode = timer.wrap(teacher.decode, "teacher F")
     teacher.group = timer.wrap(teacher.group, "grouping")  # its own F is subtracted (nested section)
-    for name, label in (("g", "G forward"), ("h", "H forward"), ("decoder", "M forward")):
+    for name, label in (("g", "G forward"), ("h", "H forward"), ("scene_decoder", "M forward")):
         module = getattr(stage, name)
         module.forward = timer.wrap(module.forward, label)
 
@@ -282,7 +282,7 @@ def bench(
         stage.teacher.encode = stage.teacher.encode.__wrapped__
         stage.teacher.decode = stage.teacher.decode.__wrapped__
         stage.teacher.group = stage.teacher.group.__wrapped__
-        for name in ("g", "h", "decoder"):
+        for name in ("g", "h", "scene_decoder"):
             module = getattr(stage, name)
             module.forward = module.forward.__wrapped__
         seconds = []

@@ -18,7 +18,8 @@ garbage, not a Lightning checkpoint, no stage record, the wrong stage. ``StageCh
 from its recorded arguments and weights. Checkpoints written before the record existed (three formats: a teacher's
 ``width`` hyper-parameter, the AAE's ``lightning_mp3d_pose_decoder`` entry, the student stages' record without
 ``models``) are still read, by ``_legacy_record``; their upstream paths are taken as they were given (from the current
-folder). ``require_finite`` refuses weights holding a NaN or an infinity (a diverged run).
+folder). Sub-models renamed since (``RENAMED``: the AAE's Ψ was ``decoder``) are read under their new names
+(``renamed_state_dict``). ``require_finite`` refuses weights holding a NaN or an infinity (a diverged run).
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ FORMAT = 2
 STUDENT_STAGES = ("distill", "phase1", "phase2", "refine")
 _LABELS = {"teacher": "stage-0 TeacherPretraining", "aae": "AAE stage"}
 _LEGACY_AAE_KEY = "lightning_mp3d_pose_decoder"  # the AAE's own entry before FORMAT 2: PoseDecoder's arguments
+# sub-models renamed since a stage first wrote checkpoints: stage -> {old prefix: new prefix} (AAE: Ψ was "decoder",
+# a name the student stages' M also had)
+RENAMED = {"aae": {"decoder": "pose_decoder"}}
 
 
 class StageCheckpoint(NamedTuple):
@@ -136,9 +140,24 @@ def read(path: str | Path, expect_stage: str | Sequence[str] | None = None, what
         want = f"'{expected[0]}'" if len(expected) == 1 else f"one of {list(expected)}"
         raise ValueError(f"{what} {str(path)!r} is a '{record['stage']}' checkpoint, expected {want}")
     upstream = {k: _resolve(v, path, record) for k, v in record.get("upstream", {}).items() if v}
-    return StageCheckpoint(
-        path, record["stage"], record["models"], upstream, ckpt["state_dict"], dict(ckpt.get("hyper_parameters", {}))
-    )
+    renamed = RENAMED.get(record["stage"], {})
+    models = {renamed.get(name, name): args for name, args in record["models"].items()}
+    state = renamed_state_dict(record["stage"], ckpt["state_dict"])
+    return StageCheckpoint(path, record["stage"], models, upstream, state, dict(ckpt.get("hyper_parameters", {})))
+
+
+def renamed_state_dict(stage: str, state_dict: dict[str, Any]) -> dict[str, Any]:
+    """``state_dict`` with the prefixes of sub-models renamed since ``stage`` wrote it (``RENAMED``) made current,
+    e.g. an AAE's ``decoder.*`` as ``pose_decoder.*``; the same dict when nothing was renamed."""
+    renamed = RENAMED.get(stage, {})
+    if not any(k.split(".", 1)[0] in renamed for k in state_dict):
+        return state_dict
+    return {_renamed_key(k, renamed): v for k, v in state_dict.items()}
+
+
+def _renamed_key(key: str, renamed: dict[str, str]) -> str:
+    head, dot, rest = key.partition(".")
+    return renamed[head] + dot + rest if dot and head in renamed else key
 
 
 def stage_record(
@@ -210,7 +229,7 @@ def _legacy_record(ckpt: dict[str, Any]) -> dict[str, Any] | None:
         upstream = {k: old.get(f"{k}_checkpoint") for k in ("teacher", "aae")} | {"init_from": hparams.get("init_from")}
         return {"stage": stage, "models": models, "upstream": upstream}
     if isinstance(ckpt.get(_LEGACY_AAE_KEY), dict):
-        return {"stage": "aae", "models": {"decoder": dict(ckpt[_LEGACY_AAE_KEY])}, "upstream": {}}
+        return {"stage": "aae", "models": {"pose_decoder": dict(ckpt[_LEGACY_AAE_KEY])}, "upstream": {}}
     if "width" in hparams and any(k.startswith("teacher.") for k in state):
         args = {"width": hparams["width"], "peak_threshold": hparams.get("peak_threshold", 0.1)}
         return {"stage": "teacher", "models": {"teacher": args}, "upstream": {}}

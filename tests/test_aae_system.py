@@ -42,7 +42,7 @@ def _fit(tmp_path, model, max_steps, callbacks=(), ckpt_path=None, checkpoint_ev
 def test_each_optimizer_holds_exactly_its_own_module():
     model = AAEPretraining(**SMALL)
     optimizers = model.configure_optimizers()
-    for opt, module in zip(optimizers, (model.encoder, model.decoder, model.discriminator), strict=True):
+    for opt, module in zip(optimizers, (model.encoder, model.pose_decoder, model.discriminator), strict=True):
         held = {id(p) for group in opt.param_groups for p in group["params"]}
         assert held == {id(p) for p in module.parameters()}
         assert opt.param_groups[0]["lr"] == 1e-4
@@ -61,7 +61,7 @@ def test_encoder_ignores_adversarial_loss_and_decoder_does_not(tmp_path):
     calm, adversarial = one_batch(0.0), one_batch(100.0)
     seed_everything(0)
     start = AAEPretraining(**SMALL)  # the same initial weights as both runs
-    for name in ("encoder", "decoder", "discriminator"):
+    for name in ("encoder", "pose_decoder", "discriminator"):
         moved = any(
             not torch.equal(a, b)
             for a, b in zip(getattr(start, name).parameters(), getattr(calm, name).parameters(), strict=True)
@@ -71,7 +71,9 @@ def test_encoder_ignores_adversarial_loss_and_decoder_does_not(tmp_path):
         assert torch.equal(a, b)
     for a, b in zip(calm.discriminator.parameters(), adversarial.discriminator.parameters(), strict=True):
         assert torch.equal(a, b)
-    assert any(not torch.equal(a, b) for a, b in zip(calm.decoder.parameters(), adversarial.decoder.parameters()))
+    assert any(
+        not torch.equal(a, b) for a, b in zip(calm.pose_decoder.parameters(), adversarial.pose_decoder.parameters())
+    )
 
 
 def test_global_step_counts_three_optimizer_steps_per_batch(tmp_path):
@@ -93,7 +95,7 @@ def test_checkpoint_gives_frozen_decoder_with_bit_identical_outputs(tmp_path, op
     phi = torch.rand(64, 32) * 2 - 1
     model.eval()
     with torch.no_grad():
-        assert torch.equal(decoder(phi), model.decoder(phi))
+        assert torch.equal(decoder(phi), model.pose_decoder(phi))
     assert list((tmp_path).rglob("val_prior_poses_step*.png"))
 
 

@@ -81,6 +81,36 @@ def test_checkpoints_written_before_the_record_are_still_read(tmp_path, monkeypa
     ckpt.build(SceneHead, "h")
 
 
+def test_aae_checkpoints_from_before_psi_was_renamed_give_the_same_pose_decoder(tmp_path):
+    # Ψ's weights were ``decoder.*`` (the name the student stages' M also had); now ``pose_decoder.*``
+    from lightning_mp3d.models.aae import PoseDecoder, load_pose_decoder
+    from lightning_mp3d.systems.aae import AAEPretraining
+
+    torch.manual_seed(0)
+    psi = PoseDecoder(width=16, depth=1)
+    old_state = {f"decoder.{k}": v for k, v in psi.state_dict().items()} | {"encoder.w": torch.zeros(1)}
+    files = {
+        "record": {"state_dict": old_state, STAGE_KEY: stage_record("aae", {"decoder": psi.config})},
+        "legacy": {"state_dict": old_state, "lightning_mp3d_pose_decoder": psi.config},  # before the record
+        "current": {
+            "state_dict": checkpoints.renamed_state_dict("aae", old_state),
+            STAGE_KEY: stage_record("aae", {"pose_decoder": psi.config}),
+        },
+    }
+    phi = torch.rand(8, 32) * 2 - 1
+    for name, ckpt in files.items():
+        torch.save(ckpt, tmp_path / f"{name}.ckpt")
+        read = checkpoints.read(tmp_path / f"{name}.ckpt", expect_stage="aae")
+        assert set(read.models) == {"pose_decoder"} and set(read.weights("encoder")) == {"w"}, name
+        torch.testing.assert_close(load_pose_decoder(tmp_path / f"{name}.ckpt")(phi), psi(phi), rtol=0, atol=0)
+    assert set(files["current"]["state_dict"]) == {f"pose_decoder.{k}" for k in psi.state_dict()} | {"encoder.w"}
+    # resuming the AAE stage itself from such a checkpoint (``--ckpt_path``): the hook renames before loading
+    model = AAEPretraining(decoder_width=16, decoder_depth=1)
+    resumed = {"state_dict": {f"decoder.{k}": v for k, v in model.pose_decoder.state_dict().items()}}
+    model.on_load_checkpoint(resumed)
+    assert set(resumed["state_dict"]) == {f"pose_decoder.{k}" for k in model.pose_decoder.state_dict()}
+
+
 def test_checkpoints_module_does_not_import_lightning():
     code = "import sys, lightning_mp3d.checkpoints; assert not {'lightning', 'pytorch_lightning'} & set(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -33,7 +33,7 @@ def test_chain_writes_each_stage_checkpoint_without_frozen_parts(chain):
         assert ckpt["lightning_mp3d_stage"]["stage"] == stage
         keys = set(ckpt["state_dict"])
         assert any(k.startswith("h.") for k in keys)
-        assert not any(k.startswith(("teacher.", "decoder.")) for k in keys)
+        assert not any(k.startswith(("teacher.", "scene_decoder.")) for k in keys)
         assert any(k.startswith("g.") for k in keys) == (stage != "distill")
     # global_step counts optimizer steps: distill 1 per batch, phase1 2 (D_syn: recon + adapt) + 1 (D_I: distl)
     assert chain["distill"].trainer.global_step == 2
@@ -60,8 +60,8 @@ def test_teacher_and_psi_never_move(chain):
     for stage in ("distill", "phase1", "phase2"):
         model = chain[stage].model
         assert not changed(student_state(teacher), student_state(model.teacher))
-        assert not changed(student_state(psi), student_state(model.decoder.pose_decoder))
-        assert not model.teacher.training and not model.decoder.pose_decoder.training
+        assert not changed(student_state(psi), student_state(model.scene_decoder.pose_decoder))
+        assert not model.teacher.training and not model.scene_decoder.pose_decoder.training
         assert all(not p.requires_grad for p in model.teacher.parameters())
 
 

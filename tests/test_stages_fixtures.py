@@ -17,8 +17,8 @@ TEACHER_WIDTH = 0.0625
 
 
 def make_frozen_checkpoints(folder: Path) -> tuple[Path, Path]:
-    """Write a stage-0 teacher checkpoint (``teacher.*`` weights) and an AAE checkpoint (``decoder.*``), each with the
-    stage record its stage writes (``checkpoints.stage_record``)."""
+    """Write a stage-0 teacher checkpoint (``teacher.*`` weights) and an AAE checkpoint (``pose_decoder.*``), each with
+    the stage record its stage writes (``checkpoints.stage_record``)."""
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     teacher = EmbeddedTeacher(width=TEACHER_WIDTH)
@@ -34,8 +34,8 @@ def make_frozen_checkpoints(folder: Path) -> tuple[Path, Path]:
     aae_path = folder / "aae.ckpt"
     torch.save(
         {
-            "state_dict": {f"decoder.{k}": v for k, v in decoder.state_dict().items()},
-            STAGE_KEY: stage_record("aae", {"decoder": decoder.config}),
+            "state_dict": {f"pose_decoder.{k}": v for k, v in decoder.state_dict().items()},
+            STAGE_KEY: stage_record("aae", {"pose_decoder": decoder.config}),
         },
         aae_path,
     )

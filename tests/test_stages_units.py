@@ -57,7 +57,7 @@ def test_optimizers_hold_exactly_their_modules(frozen):
     d = _system(DistillationWarmup, frozen)
     assert d.g is None
     assert _ids(d.configure_optimizers()[0]["optimizer"].param_groups[0]["params"]) == _ids(d.h.parameters())
-    frozen_ids = _ids(p1.teacher.parameters()) | _ids(p1.decoder.parameters())
+    frozen_ids = _ids(p1.teacher.parameters()) | _ids(p1.scene_decoder.parameters())
     assert not frozen_ids & (recon | distl | adapt)
 
 
@@ -66,7 +66,7 @@ def _grads(system, loss):
     loss.backward()
     return {
         name: any(p.grad is not None and p.grad.abs().sum() > 0 for p in getattr(system, name).parameters())
-        for name in ("g", "h", "teacher", "decoder")
+        for name in ("g", "h", "teacher", "scene_decoder")
     }
 
 
@@ -74,16 +74,16 @@ def test_each_loss_reaches_only_its_modules(frozen, batches):
     syn, images = batches
     p1 = _system(Phase1Alignment, frozen)
     torch.nn.init.normal_(p1.h.out.weight, std=0.01)  # H's output layer starts at zero: give the graph a gradient
-    assert _grads(p1, p1.adapt_loss(syn)) == {"g": True, "h": False, "teacher": False, "decoder": False}
+    assert _grads(p1, p1.adapt_loss(syn)) == {"g": True, "h": False, "teacher": False, "scene_decoder": False}
     recon = p1.recon_losses(syn)
-    assert _grads(p1, recon["recon"]) == {"g": True, "h": True, "teacher": False, "decoder": False}
+    assert _grads(p1, recon["recon"]) == {"g": True, "h": True, "teacher": False, "scene_decoder": False}
     distl = p1.distill_losses(images)
     assert _grads(p1, distl["distl"] + distl["root_image"])["g"] is False
     p2 = _system(Phase2SelfSupervised, frozen)
     p2.setup("validate")
     torch.nn.init.normal_(p2.h.out.weight, std=0.01)
     grads = _grads(p2, p2.recon_losses(syn)["recon"])
-    assert grads == {"g": False, "h": True, "teacher": False, "decoder": False}
+    assert grads == {"g": False, "h": True, "teacher": False, "scene_decoder": False}
 
 
 def test_ss_loss_of_the_student_is_zero_for_the_identity_transform(frozen, batches, monkeypatch):

@@ -211,7 +211,8 @@ def load_pose_decoder(ckpt_path: str | Path, map_location: str | torch.device = 
     """The frozen decoder Ψ of an AAE stage checkpoint (the way later stages get Ψ).
 
     Reads the checkpoint written by ``AAEPretraining`` (e.g. ``runs/aae/checkpoints/last.ckpt``) through
-    ``checkpoints.read``: Ψ's arguments from its stage record, its weights from the ``decoder.*`` keys.
+    ``checkpoints.read``: Ψ's arguments from its stage record, its weights from the ``pose_decoder.*`` keys
+    (``decoder.*`` in checkpoints written before the rename).
 
     Args:
         ckpt_path: path of the AAE checkpoint.
@@ -222,11 +223,11 @@ def load_pose_decoder(ckpt_path: str | Path, map_location: str | torch.device = 
 
     Raises:
         FileNotFoundError: no file at ``ckpt_path``.
-        ValueError: the file is not an AAE stage checkpoint (no record or no ``decoder.*`` weights).
+        ValueError: the file is not an AAE stage checkpoint (no record or no ``pose_decoder.*`` weights).
     """
     from lightning_mp3d import checkpoints
 
     ckpt = checkpoints.read(ckpt_path, expect_stage="aae", what="AAE checkpoint")
-    decoder = ckpt.build(PoseDecoder, "decoder").to(map_location).eval()
+    decoder = ckpt.build(PoseDecoder, "pose_decoder").to(map_location).eval()
     decoder.requires_grad_(False)
     return decoder

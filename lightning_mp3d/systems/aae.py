@@ -25,7 +25,7 @@ from pytorch_lightning import LightningModule
 from torchmetrics import MeanMetric
 
 from lightning_mp3d.callbacks.step_logs import logs_this_step
-from lightning_mp3d.checkpoints import add_stage_record
+from lightning_mp3d.checkpoints import add_stage_record, renamed_state_dict
 from lightning_mp3d.datamodules.streams import batch_seed
 from lightning_mp3d.geometry.pose import forward_kinematics, to_local
 from lightning_mp3d.losses.aae import cycle_loss, discriminator_loss, generator_loss, joint_limit_loss
@@ -35,7 +35,7 @@ from lightning_mp3d.visualize import pose_grid_figure
 
 
 class AAEPretraining(LightningModule):
-    """Trains the pose embedding phi: encoder Φ, decoder Ψ and discriminator Disc.
+    """Trains the pose embedding phi: encoder Φ (``encoder``), decoder Ψ (``pose_decoder``) and discriminator Disc.
 
     Args:
         embedding_dim: Z (32 in the paper).
@@ -89,7 +89,7 @@ class AAEPretraining(LightningModule):
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.encoder = PoseEncoder(embedding_dim, encoder_width, encoder_depth)
-        self.decoder = PoseDecoder(
+        self.pose_decoder = PoseDecoder(
             embedding_dim, decoder_width, decoder_depth, range_scale if bounded_decoder else None
         )
         self.discriminator = PoseDiscriminator(disc_width, disc_depth, disc_spectral_norm)
@@ -103,7 +103,7 @@ class AAEPretraining(LightningModule):
         disc_lr = hp.lr if hp.disc_lr is None else hp.disc_lr
         return [
             torch.optim.Adam(module.parameters(), lr=lr, betas=tuple(hp.betas))
-            for module, lr in ((self.encoder, hp.lr), (self.decoder, hp.lr), (self.discriminator, disc_lr))
+            for module, lr in ((self.encoder, hp.lr), (self.pose_decoder, hp.lr), (self.discriminator, disc_lr))
         ]
 
     def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -115,7 +115,7 @@ class AAEPretraining(LightningModule):
 
     def decode(self, phi: torch.Tensor) -> torch.Tensor:
         """FK(Ψ(phi)): (..., Z) -> canonical poses (..., 15, 3) millimetres."""
-        return forward_kinematics(self.decoder(phi))
+        return forward_kinematics(self.pose_decoder(phi))
 
     def limit_loss(self, p_l: torch.Tensor) -> torch.Tensor:
         """L_limit of decoded local poses p_l (B, 15, 3) (a zero tensor, not computed, when ``limit_weight`` is 0)."""
@@ -134,10 +134,10 @@ class AAEPretraining(LightningModule):
 
         # Φ and Ψ: L_cyc (+ L_adv for Ψ), Disc frozen.
         self.discriminator.requires_grad_(False)
-        p_l_prior = self.decoder(phi_prior)
+        p_l_prior = self.pose_decoder(phi_prior)
         cyc = cycle_loss(
             p_c,
-            forward_kinematics(self.decoder(self.encoder(p_l))),
+            forward_kinematics(self.pose_decoder(self.encoder(p_l))),
             phi_prior,
             self.encoder(p_l_prior),
             hp.pose_unit_mm,
@@ -183,7 +183,7 @@ class AAEPretraining(LightningModule):
         self.val_mpjpe.update((p_c - p_c_hat).norm(dim=-1).mean(-1))  # (B,) mm
         generator = torch.Generator().manual_seed(hp.val_seed + batch_idx)
         phi = self.sample_prior(n, generator)
-        p_l_prior = self.decoder(phi)
+        p_l_prior = self.pose_decoder(phi)
         self.val_cycle_phi.update((phi - self.encoder(p_l_prior)).abs().mean(-1))
         worst = joint_angle_violation(forward_kinematics(p_l_prior), hp.range_scale).amax(-1)  # (B,) degrees
         self.val_plausible.update((worst == 0).to(p_c.dtype))
@@ -204,11 +204,15 @@ class AAEPretraining(LightningModule):
             poses = self.decode(self.sample_prior(self.hparams.num_figure_poses, generator))
             log_figure(self, "val/prior_poses", pose_grid_figure(poses.detach().cpu()))
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Resuming a checkpoint written before Ψ was renamed: its ``decoder.*`` weights are ``pose_decoder.*``."""
+        checkpoint["state_dict"] = renamed_state_dict("aae", checkpoint["state_dict"])
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         hp = self.hparams
         models = {
             "encoder": {"embedding_dim": hp.embedding_dim, "width": hp.encoder_width, "depth": hp.encoder_depth},
-            "decoder": dict(self.decoder.config),
+            "pose_decoder": dict(self.pose_decoder.config),
             "discriminator": {"width": hp.disc_width, "depth": hp.disc_depth, "spectral_norm": hp.disc_spectral_norm},
         }
         add_stage_record(checkpoint, self._trainer, "aae", models)

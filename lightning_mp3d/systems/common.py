@@ -41,7 +41,7 @@ from lightning_mp3d.models.student import OUTPUT_GRID, PoseMapEncoder, SceneHead
 from lightning_mp3d.roots import root_heatmap_targets, unique_root_mask
 from lightning_mp3d.transforms import random_spatial_transform, warp_images
 
-FROZEN_PREFIXES = ("teacher.", "decoder.")
+FROZEN_PREFIXES = ("teacher.", "scene_decoder.")
 
 
 class ImageTargets(NamedTuple):
@@ -139,7 +139,7 @@ class CrossModalStage(LightningModule):
         self.automatic_optimization = False
         self.strict_loading = False  # the frozen teacher/Psi are not in our checkpoints; checked in on_load
         self.teacher: torch.nn.Module | None = None
-        self.decoder: SceneDecoder | None = None
+        self.scene_decoder: SceneDecoder | None = None
         self.g: PoseMapEncoder | None = None
         self.h: SceneHead | None = None
         self.model_args: dict[str, dict[str, Any]] = {}  # constructor arguments of G, H, M (``build``)
@@ -163,7 +163,7 @@ class CrossModalStage(LightningModule):
                 )
         self.teacher = load_teacher(hp.teacher_checkpoint).freeze()
         self.model_args = self.sub_model_args(int(self.teacher.v_channels))
-        self.decoder = SceneDecoder(load_pose_decoder(hp.aae_checkpoint), **self.model_args["scene_decoder"])
+        self.scene_decoder = SceneDecoder(load_pose_decoder(hp.aae_checkpoint), **self.model_args["scene_decoder"])
         if self.uses_g:
             self.g = PoseMapEncoder(**self.model_args["g"])
         self.h = SceneHead(**self.model_args["h"])
@@ -182,7 +182,7 @@ class CrossModalStage(LightningModule):
 
     def frozen_modules(self) -> list[torch.nn.Module]:
         """Modules that never train in this stage."""
-        return [m for m in (self.teacher, self.decoder) if m is not None]
+        return [m for m in (self.teacher, self.scene_decoder) if m is not None]
 
     def train(self, mode: bool = True) -> CrossModalStage:
         """Like ``nn.Module.train`` but frozen parts stay in eval mode."""
@@ -296,7 +296,7 @@ class CrossModalStage(LightningModule):
         images = batch["image"]
         t = self.teacher_targets(images)
         s = self.h(t.v)
-        scene = self.decoder(s, t.cells, t.mask, t.people.roots_px)
+        scene = self.scene_decoder(s, t.cells, t.mask, t.people.roots_px)
         losses = {
             "distl": distillation_loss(scene.keypoints, t.people.keypoints, t.people.confidence, t.mask),
             "root_image": self.root_loss(s, t.cells, t.mask),
@@ -308,7 +308,7 @@ class CrossModalStage(LightningModule):
         """L_2D / L_3D on D_I with its GT, only when switched on (weak / full supervision)."""
         if not (self.hparams.use_weak_2d or self.hparams.use_full_3d):
             return {}
-        gt = self.decoder(s, batch["root_cells"], batch["mask"], batch["roots_px"])
+        gt = self.scene_decoder(s, batch["root_cells"], batch["mask"], batch["roots_px"])
         out = {}
         if self.hparams.use_weak_2d:
             out["sup_2d"] = supervised_2d_loss(gt.keypoints, batch["joints_2d"], batch["visibility"], batch["mask"])
@@ -320,7 +320,7 @@ class CrossModalStage(LightningModule):
         """v~ = G(m_syn), s = H(v~), P_tilde = M(s) at the true roots."""
         v = self.g(batch["maps"])
         s = self.h(v)
-        return v, s, self.decoder(s, batch["root_cells"], batch["mask"], batch["roots_px"])
+        return v, s, self.scene_decoder(s, batch["root_cells"], batch["mask"], batch["roots_px"])
 
     def recon_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Auto-encoding pathway: the reconstruction terms (summed as ``recon``, each also logged as
@@ -348,9 +348,9 @@ class CrossModalStage(LightningModule):
         s, s_prime = self.h(t.v), self.h(v_prime)
         if self.hparams.ss_detach_depth:  # L_ss can shrink every 2D pose onto its root by pushing the depth away
             s, s_prime = _detach_depth(s), _detach_depth(s_prime)
-        scene = self.decoder(s, t.cells, t.mask, t.people.roots_px)
+        scene = self.scene_decoder(s, t.cells, t.mask, t.people.roots_px)
         roots_px, cells, mask = transformed_roots(t.people.roots_px, t.mask, transform, s.shape[-1], images.shape[-1])
-        scene_prime = self.decoder(s_prime, cells, mask, roots_px)
+        scene_prime = self.scene_decoder(s_prime, cells, mask, roots_px)
         losses = {
             "ss": self_supervised_loss(
                 scene.keypoints,
@@ -384,7 +384,7 @@ class CrossModalStage(LightningModule):
     def predict_people(self, images: torch.Tensor) -> Prediction:
         """Inference E -> H -> root NMS -> M, exactly as ``inference.PoseEstimator`` (refined roots)."""
         s = self.h(self.teacher.encode(images))
-        return decode_people(s, self.decoder, self.hparams.root_threshold, self.hparams.max_people)
+        return decode_people(s, self.scene_decoder, self.hparams.root_threshold, self.hparams.max_people)
 
     # ------------------------------------------------------------------------------------------------ validation
     def on_validation_epoch_start(self) -> None:

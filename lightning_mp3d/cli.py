@@ -9,6 +9,10 @@ Config names: a ``--config``/``-c`` value that is not a file where the command r
 source checkout), so ``stage_phase1.yaml`` and ``tiny/stage_phase1.yaml`` work from any folder after ``pip install``;
 ``configs/stage_phase1.yaml`` (a real path) works too. Relative paths inside the configs (``runs/<stage>/...``) stay
 relative to the folder the command runs in.
+
+One run folder: a stage config names its folder once, as ``trainer.default_root_dir`` (``runs/<stage>``); the logger's
+``save_dir`` (when left at its default) and ``LastCheckpoint``'s ``dirpath`` (when None: ``<run folder>/checkpoints``)
+derive from it, so ``--trainer.default_root_dir=elsewhere`` moves all three. Either may still be set explicitly.
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ import os
 import sys
 from pathlib import Path
 
+from jsonargparse import Namespace
 from pytorch_lightning import LightningDataModule, LightningModule
 from pytorch_lightning.cli import LightningCLI
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 CONFIG_FLAGS = ("--config", "-c")
+UNSET_SAVE_DIRS = (None, ".")  # a logger's save_dir left at its default (WandbLogger: ".")
 
 
 def available_configs() -> list[str]:
@@ -58,8 +64,25 @@ def resolve_config_args(args: list[str]) -> list[str]:
     return out
 
 
+def derive_run_paths(trainer: Namespace) -> None:
+    """The loggers' unset ``save_dir`` := the run folder ``trainer.default_root_dir`` (in place, before instantiation).
+
+    ``LastCheckpoint`` derives its own ``dirpath`` (``<run folder>/checkpoints``) when it is None.
+    """
+    root = trainer.get("default_root_dir")
+    loggers = trainer.get("logger")
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        init_args = logger.get("init_args") if isinstance(logger, Namespace) else None
+        if root and init_args is not None and "save_dir" in init_args and init_args.save_dir in UNSET_SAVE_DIRS:
+            init_args.save_dir = root
+
+
 class StageCLI(LightningCLI):
-    """LightningCLI whose ``--config`` values may name the project's configs (``resolve_config``)."""
+    """LightningCLI whose ``--config`` values may name the project's configs (``resolve_config``) and whose run
+    folder gives the logger's and the checkpoint's folders (``derive_run_paths``)."""
+
+    def before_instantiate_classes(self) -> None:
+        derive_run_paths((self.config[self.subcommand] if self.subcommand else self.config).trainer)
 
     def parse_arguments(self, parser, args) -> None:
         if isinstance(args, dict) or hasattr(args, "as_dict"):  # a dict / Namespace, not command-line strings

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 
 import pytest
 import torch
@@ -13,7 +14,21 @@ from lightning_mp3d.datamodules.poses import PoseDataModule
 from lightning_mp3d.models.aae import load_pose_decoder
 from lightning_mp3d.systems.aae import AAEPretraining
 
-SMALL = dict(encoder_width=32, encoder_depth=1, decoder_width=32, decoder_depth=1, disc_width=32, disc_depth=1)
+
+def adam(lr: float) -> functools.partial:
+    """An optimizer callable, as LightningCLI builds from ``class_path: torch.optim.Adam, init_args: {lr: ...}``."""
+    return functools.partial(torch.optim.Adam, lr=lr)
+
+
+SMALL = dict(
+    encoder_width=32,
+    encoder_depth=1,
+    decoder_width=32,
+    decoder_depth=1,
+    disc_width=32,
+    disc_depth=1,
+    optimizer=adam(1e-4),
+)
 
 
 def _fit(tmp_path, model, max_steps, callbacks=(), ckpt_path=None, checkpoint_every=None) -> Trainer:
@@ -46,7 +61,8 @@ def test_each_optimizer_holds_exactly_its_own_module():
         held = {id(p) for group in opt.param_groups for p in group["params"]}
         assert held == {id(p) for p in module.parameters()}
         assert opt.param_groups[0]["lr"] == 1e-4
-    assert AAEPretraining(disc_lr=1e-3, **SMALL).configure_optimizers()[2].param_groups[0]["lr"] == 1e-3
+    optimizers = AAEPretraining(**{**SMALL, "disc_optimizer": adam(1e-3)}).configure_optimizers()
+    assert [o.param_groups[0]["lr"] for o in optimizers] == [1e-4, 1e-4, 1e-3]
 
 
 def test_encoder_ignores_adversarial_loss_and_decoder_does_not(tmp_path):
@@ -83,7 +99,7 @@ def test_global_step_counts_three_optimizer_steps_per_batch(tmp_path):
 
 @pytest.mark.parametrize(
     "options",
-    [{}, dict(bounded_decoder=True, limit_weight=1.0, disc_spectral_norm=True, disc_lr=1e-3)],
+    [{}, dict(bounded_decoder=True, limit_weight=1.0, disc_spectral_norm=True, disc_optimizer=adam(1e-3))],
     ids=["paper", "bounded_limit_sn"],
 )
 def test_checkpoint_gives_frozen_decoder_with_bit_identical_outputs(tmp_path, options):

@@ -66,10 +66,10 @@ def test_first_run_trains_every_stage_in_order_then_everything_is_skipped(fake_f
 def test_a_changed_stage_retrains_it_and_everything_downstream_keeping_the_old_run(fake_fit):
     run(fake_fit.work)
     fake_fit()
-    run(fake_fit.work, "--extra=distill:--model.init_args.lr=0.5")
+    run(fake_fit.work, "--extra=distill:--model.init_args.optimizer.lr=0.5")
     calls = fake_fit()
     assert [c["stage"] for c in calls] == ["distill", "phase1", "phase2", "refine"]
-    assert "--model.init_args.lr=0.5" in calls[0]["args"]
+    assert "--model.init_args.optimizer.lr=0.5" in calls[0]["args"]
     kept = sorted(p.name for p in (fake_fit.work / "runs").iterdir() if ".old-" in p.name)
     assert [k.split(".old-")[0] for k in kept] == ["distill", "phase1", "phase2", "refine"]
 

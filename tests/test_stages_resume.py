@@ -103,8 +103,9 @@ def test_aae_killed_mid_epoch_and_resumed_equals_an_uninterrupted_run(tmp_path):
 
 
 def test_phase1_lr_drop_lands_on_the_same_paper_iteration(tmp_path, monkeypatch):
-    """Step k runs paper iterations 2k (D_syn: recon, adapt) and 2k + 1 (D_I: distl); each uses lr_after iff its
-    iteration is >= lr_drop_iteration, as when each iteration was its own batch. A drop at 3 falls inside step 1."""
+    """Step k runs paper iterations 2k (D_syn: recon, adapt) and 2k + 1 (D_I: distl); each uses the dropped rate iff
+    its iteration is >= the MultiStepLR milestone, as when each iteration was its own batch. A drop at 3 falls inside
+    step 1."""
     teacher, aae = make_frozen_checkpoints(tmp_path / "frozen")
     used: list[tuple[int, int, float]] = []  # (step, optimizer, lr it stepped with)
     original = Phase1Alignment.run_optimizer
@@ -118,7 +119,9 @@ def test_phase1_lr_drop_lands_on_the_same_paper_iteration(tmp_path, monkeypatch)
     drop, lr, lr_after = 3, 1e-3, 1e-4
     args = (
         "--trainer.max_steps=9",
-        f"--model.init_args.lr_drop_iteration={drop}",
+        f"--model.init_args.optimizer.lr={lr}",
+        f"--model.init_args.lr_scheduler.milestones=[{drop}]",
+        f"--model.init_args.lr_scheduler.gamma={lr_after / lr}",
         "--model.init_args.g_lr_scale=1.0",  # one rate for G and H: this test is about the schedule
         _callbacks(tmp_path / "ckpt", 9),
     )

@@ -1,6 +1,8 @@
 """Stage internals without a Trainer: which parameters each optimizer and loss can move, the cross-modal loader, and
 L_ss through the whole student pathway."""
 
+import functools
+
 import pytest
 import torch
 from pytorch_lightning.utilities import CombinedLoader
@@ -43,7 +45,7 @@ def _all_params(opt):
 
 
 def test_optimizers_hold_exactly_their_modules(frozen):
-    p1 = _system(Phase1Alignment, frozen, lr=1e-3, g_lr_scale=0.1)
+    p1 = _system(Phase1Alignment, frozen, optimizer=functools.partial(torch.optim.Adam, lr=1e-3), g_lr_scale=0.1)
     g, h = _ids(p1.g.parameters()), _ids(p1.h.parameters())
     opts = p1.configure_optimizers()
     recon, distl, adapt = [_all_params(o) for o in opts]

@@ -1,5 +1,6 @@
 """Stage 0 end to end: `lightning fit --config configs/stage_teacher.yaml` (fast_dev_run) and load_teacher on it."""
 
+import functools
 import shutil
 import subprocess
 import sys
@@ -37,7 +38,9 @@ def test_trained_checkpoint_loads_as_a_frozen_teacher(tmp_path):
     from lightning_mp3d.datamodules.images import ImageDataModule
     from lightning_mp3d.systems.teacher import TeacherPretraining
 
-    model = TeacherPretraining(width=0.0625, lr=1e-3, num_figure_images=0)
+    model = TeacherPretraining(
+        width=0.0625, optimizer=functools.partial(torch.optim.Adam, lr=1e-3), num_figure_images=0
+    )
     data = ImageDataModule(style="source", batch_size=2, batches_per_epoch=1, val_size=2)
     trainer = Trainer(
         max_steps=1, num_sanity_val_steps=0, logger=False, enable_progress_bar=False, default_root_dir=tmp_path,

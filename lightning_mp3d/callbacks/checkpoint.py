@@ -20,6 +20,7 @@ leaves the previous ``last.ckpt`` intact.
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from typing import Any
@@ -55,7 +56,8 @@ class LastCheckpoint(ModelCheckpoint):
     """``ModelCheckpoint`` keeping exactly one, periodically refreshed ``last.ckpt`` (see the module docstring).
 
     Args:
-        dirpath: folder of ``last.ckpt`` (e.g. ``runs/aae/checkpoints``).
+        dirpath: folder of ``last.ckpt``; None (the stage configs): ``<trainer.default_root_dir>/checkpoints``, inside
+            the run folder (e.g. ``runs/aae/checkpoints``).
         every_n_train_steps: refresh after this many optimizer steps (0: never by steps).
         every_minutes: refresh after this many minutes of training (0: never by time).
         save_top_k: as ``ModelCheckpoint`` (0: only ``last.ckpt``).
@@ -65,7 +67,7 @@ class LastCheckpoint(ModelCheckpoint):
 
     def __init__(
         self,
-        dirpath: str,
+        dirpath: str | None = None,
         every_n_train_steps: int = 1000,
         every_minutes: float = 5.0,
         save_top_k: int = 0,
@@ -79,6 +81,11 @@ class LastCheckpoint(ModelCheckpoint):
         self.every_steps, self.every_minutes = every_n_train_steps, every_minutes
         self._saved_step, self._saved_time = 0, time.monotonic()
         self._rng_to_restore: dict[str, Any] | None = None
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self.dirpath is None:  # the run folder's, not ModelCheckpoint's logger-derived default
+            self.dirpath = os.path.realpath(os.path.join(trainer.default_root_dir, "checkpoints"))  # as an explicit one
+        super().setup(trainer, pl_module, stage)
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._saved_step, self._saved_time = trainer.global_step, time.monotonic()

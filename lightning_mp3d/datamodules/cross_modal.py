@@ -17,20 +17,62 @@ Device: ``device`` (set here, once, for both streams; ``datamodules/on_device.py
 DataLoader; "auto" makes both batches on the training device in ``on_after_batch_transfer`` (each inner module makes
 its own part of ``{"syn", "image"}``).
 
+Config: ``syn`` and ``images`` are typed (``DSynOptions``, ``ImageOptions``: frozen dataclasses of the inner modules'
+init arguments, made from their signatures, so each argument and default is written once, in the inner module), so a
+preset overlay that sets ``syn: {num_workers: 0}`` changes that key and keeps the others, and a misspelt key fails
+when the config is parsed.
+
 Resume: the on-the-fly inner loaders are stateful (``EpochDataLoader``); Lightning stores their (epoch, position) in
 the checkpoint's loop state, so a resumed run continues with the batches an uninterrupted run would have drawn.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import typing
 from typing import Any
 
 from pytorch_lightning import LightningDataModule
 from pytorch_lightning.utilities import CombinedLoader
 
+from lightning_mp3d.datamodules.dsyn import DSynDataModule
+from lightning_mp3d.datamodules.images import ImageDataModule
+
 MODE = "min_size"
 # the inner modules' epoch-length arguments, set from batches_per_epoch
 LENGTH_KEYS = {"syn": "train_batches", "images": "batches_per_epoch"}
+SET_HERE = ("device",)  # set once for both inner modules, by this module's argument of the same name
+
+
+def init_options(cls: type, name: str, exclude: tuple[str, ...], **defaults: Any) -> type:
+    """A frozen dataclass ``name`` of ``cls``'s init arguments with their types and defaults, less ``exclude``;
+    ``defaults`` replaces some defaults. A config typed with it merges overlays key by key and refuses unknown keys."""
+    hints = typing.get_type_hints(cls.__init__)
+    fields = [
+        (arg, hints[arg], dataclasses.field(default=defaults.get(arg, param.default)))
+        for arg, param in inspect.signature(cls.__init__).parameters.items()
+        if arg != "self" and param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY) and arg not in exclude
+    ]
+    options = dataclasses.make_dataclass(name, fields, frozen=True)
+    options.__module__ = __name__
+    options.__doc__ = f"Init arguments of ``{cls.__module__}.{cls.__name__}`` (less {', '.join(exclude)})."
+    return options
+
+
+DSynOptions = init_options(DSynDataModule, "DSynOptions", (LENGTH_KEYS["syn"], *SET_HERE))
+ImageOptions = init_options(
+    ImageDataModule, "ImageOptions", (LENGTH_KEYS["images"], *SET_HERE), style="target", val_styles=("target",)
+)
+
+DEFAULT_SYN, DEFAULT_IMAGES = DSynOptions(), ImageOptions()  # frozen: safe to share as defaults
+
+
+def _kwargs(options: Any) -> dict[str, Any]:
+    """Init arguments from an options dataclass (every field) or a mapping (its keys, as Python callers may pass)."""
+    if dataclasses.is_dataclass(options):
+        return {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
+    return dict(options or {})
 
 
 class CrossModalDataModule(LightningDataModule):
@@ -41,9 +83,11 @@ class CrossModalDataModule(LightningDataModule):
     hyper-parameter context, which would give them the outer module's ``hparams``.
 
     Args:
-        syn: init arguments of ``datamodules.dsyn.DSynDataModule`` (without ``train_batches``).
-        images: init arguments of ``datamodules.images.ImageDataModule`` (``style: target``, ``val_styles: [target]``;
-            without ``batches_per_epoch``); its validation loaders are this module's.
+        syn: init arguments of ``datamodules.dsyn.DSynDataModule`` (without ``train_batches`` and ``device``), as
+            ``DSynOptions`` (or, from Python, a dict of some of them).
+        images: init arguments of ``datamodules.images.ImageDataModule`` (defaults ``style: target``,
+            ``val_styles: [target]``; without ``batches_per_epoch`` and ``device``), as ``ImageOptions`` (or a dict);
+            its validation loaders are this module's.
         batches_per_epoch: training steps per epoch, each one D_syn batch and one D_I batch (two paper iterations).
         device: where both on-the-fly streams are generated: "cpu" (the DataLoader), "auto" (the training device) or
             a torch device.
@@ -51,15 +95,15 @@ class CrossModalDataModule(LightningDataModule):
 
     def __init__(
         self,
-        syn: dict[str, Any] | None = None,
-        images: dict[str, Any] | None = None,
+        syn: DSynOptions = DEFAULT_SYN,
+        images: ImageOptions = DEFAULT_IMAGES,
         batches_per_epoch: int = 500,
         device: str = "cpu",
     ) -> None:
         super().__init__()
         if batches_per_epoch < 1:
             raise ValueError(f"batches_per_epoch must be >= 1, got {batches_per_epoch}")
-        inner = {"syn": dict(syn or {}), "images": {"style": "target", "val_styles": ["target"], **(images or {})}}
+        inner = {"syn": _kwargs(syn), "images": {"style": "target", "val_styles": ["target"], **_kwargs(images)}}
         for name, key in LENGTH_KEYS.items():
             if inner[name].setdefault(key, batches_per_epoch) != batches_per_epoch:
                 raise ValueError(
@@ -69,6 +113,8 @@ class CrossModalDataModule(LightningDataModule):
             if inner[name].setdefault("device", device) != device:
                 raise ValueError(f"{name}.device={inner[name]['device']!r} differs from device={device!r}: set it once")
         self.save_hyperparameters()
+        for name in ("syn", "images"):  # plain dicts (as under LightningCLI), which weights-only checkpoints can hold
+            self.hparams[name] = _kwargs(self.hparams[name])
         self.syn_kwargs, self.images_kwargs = inner["syn"], inner["images"]
         self.batches_per_epoch = batches_per_epoch
         self.syn: LightningDataModule | None = None
@@ -76,9 +122,6 @@ class CrossModalDataModule(LightningDataModule):
 
     def _inner(self) -> tuple[LightningDataModule, LightningDataModule]:
         if self.syn is None:
-            from lightning_mp3d.datamodules.dsyn import DSynDataModule
-            from lightning_mp3d.datamodules.images import ImageDataModule
-
             self.syn = DSynDataModule(**self.syn_kwargs)
             self.images = ImageDataModule(**self.images_kwargs)
         for dm in (self.syn, self.images):

@@ -22,6 +22,7 @@ import math
 
 import torch
 from pytorch_lightning import LightningModule
+from pytorch_lightning.cli import OptimizerCallable
 from torchmetrics import MeanMetric
 
 from lightning_mp3d.callbacks.step_logs import logs_this_step
@@ -31,6 +32,7 @@ from lightning_mp3d.geometry.pose import forward_kinematics, to_local
 from lightning_mp3d.losses.aae import cycle_loss, discriminator_loss, generator_loss, joint_limit_loss
 from lightning_mp3d.models.aae import PoseDecoder, PoseDiscriminator, PoseEncoder
 from lightning_mp3d.systems.media import log_figure
+from lightning_mp3d.systems.optim import store_callables
 from lightning_mp3d.visualize import pose_grid_figure
 
 
@@ -44,10 +46,10 @@ class AAEPretraining(LightningModule):
         bounded_decoder: Ψ's joint angles bounded to the sampling ranges of ``range_scale`` by construction
             (``PoseDecoder(range_scale=...)``, an addition beyond the paper; False: the paper's free unit vectors).
         disc_width, disc_depth: Disc's hidden units and layers.
-        lr: Adam learning rate of all three optimizers (1e-4 in the paper).
-        betas: Adam betas.
+        optimizer: builds each of the three optimizers (Φ, Ψ, Disc), e.g. ``class_path: torch.optim.Adam,
+            init_args: {lr: 1.0e-4}`` (the paper's).
         adv_weight: weight of L_adv in Ψ's loss.
-        disc_lr: Disc's Adam learning rate (None: ``lr``, as in the paper).
+        disc_optimizer: builds Disc's optimizer instead (None: ``optimizer``, as in the paper).
         disc_spectral_norm: spectral normalisation on Disc's linear layers (not in the paper).
         limit_weight: weight of the joint-limit prior L_limit in Ψ's loss (0: the paper's loss, no such term).
         limit_margin_deg: degrees by which the ranges are shrunk inside L_limit, so that decoded poses land strictly
@@ -71,10 +73,9 @@ class AAEPretraining(LightningModule):
         bounded_decoder: bool = False,
         disc_width: int = 256,
         disc_depth: int = 3,
-        lr: float = 1e-4,
-        betas: tuple[float, float] = (0.9, 0.999),
+        optimizer: OptimizerCallable = torch.optim.Adam,
         adv_weight: float = 0.1,
-        disc_lr: float | None = None,
+        disc_optimizer: OptimizerCallable | None = None,
         disc_spectral_norm: bool = False,
         limit_weight: float = 0.0,
         limit_margin_deg: float = 2.0,
@@ -87,6 +88,8 @@ class AAEPretraining(LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.optimizer, self.disc_optimizer = optimizer, disc_optimizer or optimizer  # callables (CLI hparams: config)
+        store_callables(self.hparams, "optimizer", "disc_optimizer")  # weights-only checkpoints can hold them
         self.automatic_optimization = False
         self.encoder = PoseEncoder(embedding_dim, encoder_width, encoder_depth)
         self.pose_decoder = PoseDecoder(
@@ -99,11 +102,10 @@ class AAEPretraining(LightningModule):
         self.val_violation = MeanMetric()
 
     def configure_optimizers(self):
-        hp = self.hparams
-        disc_lr = hp.lr if hp.disc_lr is None else hp.disc_lr
         return [
-            torch.optim.Adam(module.parameters(), lr=lr, betas=tuple(hp.betas))
-            for module, lr in ((self.encoder, hp.lr), (self.pose_decoder, hp.lr), (self.discriminator, disc_lr))
+            self.optimizer(self.encoder.parameters()),
+            self.optimizer(self.pose_decoder.parameters()),
+            self.disc_optimizer(self.discriminator.parameters()),
         ]
 
     def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -216,4 +218,3 @@ class AAEPretraining(LightningModule):
             "discriminator": {"width": hp.disc_width, "depth": hp.disc_depth, "spectral_norm": hp.disc_spectral_norm},
         }
         add_stage_record(checkpoint, self._trainer, "aae", models)
-

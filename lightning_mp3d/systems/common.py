@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 import torch
 from pytorch_lightning import LightningModule
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 
 from lightning_mp3d import checkpoints
 from lightning_mp3d.callbacks.finite import NonFiniteError
@@ -39,6 +40,7 @@ from lightning_mp3d.metrics import PeopleBatch
 from lightning_mp3d.models.scene_decoder import DecodedScene, SceneDecoder
 from lightning_mp3d.models.student import OUTPUT_GRID, PoseMapEncoder, SceneHead, student_model_args
 from lightning_mp3d.roots import root_heatmap_targets, unique_root_mask
+from lightning_mp3d.systems.optim import store_callables
 from lightning_mp3d.transforms import random_spatial_transform, warp_images
 
 FROZEN_PREFIXES = ("teacher.", "scene_decoder.")
@@ -69,10 +71,11 @@ class CrossModalStage(LightningModule):
         g_hidden: hidden channels of G's 7x7 convolutions.
         h_width: channels of H's 14x14 / 7x7 features.
         h_fc_channels: channels of H's channel-wise FC at 7x7 (128 in the paper).
-        lr: Adam learning rate of every optimizer before ``lr_drop_iteration``.
-        lr_after: learning rate from ``lr_drop_iteration`` on.
-        lr_drop_iteration: paper iteration (0-based) from which the rate is ``lr_after``; None: never. Iterations are
-            batches: in phase 1/2 a step's D_syn pathway is iteration 2k and its D_I pathway 2k + 1.
+        optimizer: builds each of the stage's per-loss optimizers (one call per loss: phase 1 has three Adams, all
+            from this one setting), e.g. ``class_path: torch.optim.Adam, init_args: {lr: 1.0e-4}``.
+        lr_scheduler: builds one schedule per optimizer (None: a constant rate), stepped once per paper iteration
+            (0-based), e.g. ``torch.optim.lr_scheduler.MultiStepLR`` with ``milestones: [85000], gamma: 0.1``.
+            Iterations are batches: in phase 1/2 a step's D_syn pathway is iteration 2k and its D_I pathway 2k + 1.
         depth_scale_mm: d0 of M's depth parameterisation ``d = d0 exp(x)``.
         root_weight: weight of the root-heatmap focal loss added to each pathway's main loss.
         root_sigma: Gaussian width (cells) of the root targets.
@@ -92,8 +95,8 @@ class CrossModalStage(LightningModule):
             None is the paper's ``{"recon": 1.0}`` (L_recon alone). Our additions: ``recon_rel``, ``log_depth``,
             ``reproj``, ``canonical``, ``rotation``.
         g_options: extra ``PoseMapEncoder`` arguments (our additions ``skip``, ``norm``); None = the paper's G.
-        g_lr_scale: G's learning rate relative to ``lr`` (1 in the paper). Below 1 G adapts more slowly than H: when
-            both change at the same rate from scratch, H never learns the articulated pose from G's moving output
+        g_lr_scale: G's learning rate relative to ``optimizer``'s (1 in the paper). Below 1 G adapts more slowly than H:
+            when both change at the same rate from scratch, H never learns the articulated pose from G's moving output
             (benchmarks/bench_learning.py: canonical error at the mean-pose level with 1, below it with 0.1).
         h_options: extra ``SceneHead`` arguments (our additions ``readout_dilations``, ``window``,
             ``window_channels``, ``norm``); None = the paper's H.
@@ -112,9 +115,8 @@ class CrossModalStage(LightningModule):
         g_hidden: int = 256,
         h_width: int = 256,
         h_fc_channels: int = 128,
-        lr: float = 1e-4,
-        lr_after: float = 1e-5,
-        lr_drop_iteration: int | None = None,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
         depth_scale_mm: float = 5000.0,
         root_weight: float = 1.0,
         root_sigma: float = 0.75,
@@ -136,6 +138,8 @@ class CrossModalStage(LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler  # the callables (LightningCLI's hparams: config)
+        store_callables(self.hparams, "optimizer", "lr_scheduler")  # weights-only checkpoints can hold them
         self.automatic_optimization = False
         self.strict_loading = False  # the frozen teacher/Psi are not in our checkpoints; checked in on_load
         self.teacher: torch.nn.Module | None = None
@@ -229,17 +233,20 @@ class CrossModalStage(LightningModule):
             raise ValueError(f"checkpoint lacks the student weights {missing[:5]}...")
 
     # ------------------------------------------------------------------------------------------------ optimizers
-    def _adam(self, params: list[torch.nn.Parameter]) -> dict[str, Any]:
-        """Adam over ``params`` (G's parameters at ``g_lr_scale`` times the rate) with the step-drop schedule."""
+    def loss_optimizer(self, params: list[torch.nn.Parameter]) -> dict[str, Any]:
+        """One loss's ``optimizer`` (H's group, then G's at ``g_lr_scale`` x the rate) and its ``lr_scheduler``."""
         g_ids = {id(p) for p in self.g.parameters()} if self.g is not None else set()
-        groups = [{"params": [p for p in params if id(p) not in g_ids]}]
-        groups.append(
-            {"params": [p for p in params if id(p) in g_ids], "lr": self.hparams.lr * self.hparams.g_lr_scale}
-        )
-        opt = torch.optim.Adam([grp for grp in groups if grp["params"]], lr=self.hparams.lr)
-        drop, ratio = self.hparams.lr_drop_iteration, self.hparams.lr_after / self.hparams.lr
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: 1.0 if drop is None or it < drop else ratio)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        groups = [
+            (1.0, [p for p in params if id(p) not in g_ids]),
+            (self.hparams.g_lr_scale, [p for p in params if id(p) in g_ids]),
+        ]
+        groups = [(scale, group) for scale, group in groups if group]
+        opt = self.optimizer([{"params": group} for _, group in groups])
+        for param_group, (scale, _) in zip(opt.param_groups, groups):
+            param_group["lr"] *= scale
+        if self.lr_scheduler is None:
+            return {"optimizer": opt}
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": self.lr_scheduler(opt), "interval": "step"}}
 
     def step_schedulers(self) -> None:
         """One paper iteration passed: step every scheduler (manual optimization never does it for us).
@@ -251,7 +258,7 @@ class CrossModalStage(LightningModule):
         scheds = self.lr_schedulers()
         with warnings.catch_warnings():  # an optimizer idle on this pathway still counts the iteration
             warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*before.*optimizer.step")
-            for sched in scheds if isinstance(scheds, list) else [scheds]:
+            for sched in scheds if isinstance(scheds, list) else [scheds] if scheds else []:
                 sched.step()
         opts = self.optimizers()
         first = opts[0] if isinstance(opts, list) else opts

@@ -22,7 +22,7 @@ class DistillationWarmup(CrossModalStage):
     uses_g = False
 
     def configure_optimizers(self) -> Any:
-        return [self._adam(list(self.h.parameters()))]
+        return [self.loss_optimizer(list(self.h.parameters()))]
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         losses = self.distill_losses(batch)

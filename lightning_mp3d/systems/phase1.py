@@ -30,7 +30,7 @@ class Phase1Alignment(CrossModalStage):
 
     def configure_optimizers(self) -> Any:
         g, h = list(self.g.parameters()), list(self.h.parameters())
-        return [self._adam(g + h), self._adam(h), self._adam(g)]
+        return [self.loss_optimizer(g + h), self.loss_optimizer(h), self.loss_optimizer(g)]
 
     def training_step(self, batch: dict[str, dict[str, torch.Tensor]], batch_idx: int) -> None:
         syn, images = batch["syn"], batch["image"]

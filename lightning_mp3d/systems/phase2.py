@@ -34,7 +34,7 @@ class Phase2SelfSupervised(CrossModalStage):
 
     def configure_optimizers(self) -> Any:
         h = list(self.h.parameters())
-        return [self._adam(h), self._adam(h)]
+        return [self.loss_optimizer(h), self.loss_optimizer(h)]
 
     def training_step(self, batch: dict[str, dict[str, torch.Tensor]], batch_idx: int) -> None:
         syn, images = batch["syn"], batch["image"]

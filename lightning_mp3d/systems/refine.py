@@ -101,7 +101,7 @@ class Refinement(CrossModalStage):
 
     def configure_optimizers(self) -> Any:
         h = list(self.h.parameters())
-        return [self._adam(h), self._adam(h)]
+        return [self.loss_optimizer(h), self.loss_optimizer(h)]
 
     # ------------------------------------------------------------------------------------------------ crops
     def crop_targets(self, batch: dict[str, torch.Tensor], crops: PersonCrops) -> dict[str, torch.Tensor]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 from pytorch_lightning import LightningModule
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
 from lightning_mp3d.callbacks.step_logs import logs_this_step
@@ -25,6 +26,7 @@ from lightning_mp3d.metrics import PCK2D, MatchSpec, PeopleBatch
 from lightning_mp3d.models.teacher import EmbeddedTeacher
 from lightning_mp3d.synth.maps import render_maps
 from lightning_mp3d.systems.media import log_figure
+from lightning_mp3d.systems.optim import store_callables
 from lightning_mp3d.visualize import teacher_figure
 
 
@@ -33,9 +35,9 @@ class TeacherPretraining(LightningModule):
 
     Args:
         width: width multiplier of the OpenPose-family teacher (1.0 = OpenPose widths).
-        lr: Adam learning rate.
-        weight_decay: Adam weight decay.
-        lr_decay_step: optimizer step at which the learning rate drops 10x (None: never).
+        optimizer: builds the teacher's optimizer, e.g. ``class_path: torch.optim.Adam, init_args: {lr: 1.0e-4}``.
+        lr_scheduler: builds its schedule, stepped every optimizer step (None: a constant rate), e.g.
+            ``torch.optim.lr_scheduler.MultiStepLR`` with ``milestones: [80000], gamma: 0.1``.
         sigma_px: target heatmap Gaussian sigma, pixels (as ``render_maps``).
         paf_width_px: target PAF half-width, pixels (as ``render_maps``).
         use_visibility: render targets only for visible joints (False: every joint of every person is labelled,
@@ -49,9 +51,8 @@ class TeacherPretraining(LightningModule):
     def __init__(
         self,
         width: float = 1.0,
-        lr: float = 1e-4,
-        weight_decay: float = 0.0,
-        lr_decay_step: int | None = None,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
         sigma_px: float = 7.0,
         paf_width_px: float = 8.0,
         use_visibility: bool = False,
@@ -62,6 +63,8 @@ class TeacherPretraining(LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler  # the callables (LightningCLI's hparams: config)
+        store_callables(self.hparams, "optimizer", "lr_scheduler")  # weights-only checkpoints can hold them
         self.teacher = EmbeddedTeacher(width=width, peak_threshold=peak_threshold)
         self.val_names: list[str] = ["source", "target"]
         self.val_pck = nn.ModuleDict()
@@ -135,14 +138,11 @@ class TeacherPretraining(LightningModule):
             self._figure_batches = {}
 
     def configure_optimizers(self):
-        opt = torch.optim.Adam(self.teacher.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        step = self.hparams.lr_decay_step
-        if step is None:
+        opt = self.optimizer(self.teacher.parameters())
+        if self.lr_scheduler is None:
             return opt
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.1 if s >= step else 1.0)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": self.lr_scheduler(opt), "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         args = {"width": float(self.hparams.width), "peak_threshold": float(self.hparams.peak_threshold)}
         add_stage_record(checkpoint, self._trainer, "teacher", {"teacher": args})
-

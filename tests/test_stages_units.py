@@ -12,8 +12,8 @@ from lightning_mp3d.datamodules.dsyn import make_dsyn_batch
 from lightning_mp3d.grouping import GroupedPeople
 from lightning_mp3d.synth.batches import synthetic_batch
 from lightning_mp3d.systems import DistillationWarmup, Phase1Alignment, Phase2SelfSupervised
-from lightning_mp3d.systems import common as common_module
-from lightning_mp3d.systems.common import ImageTargets
+from lightning_mp3d.systems import pathways as pathways_module
+from lightning_mp3d.systems.pathways import ImageTargets
 from lightning_mp3d.transforms import flip_transform, identity_transform
 from tests.test_stages_fixtures import make_frozen_checkpoints
 
@@ -98,10 +98,10 @@ def test_ss_loss_of_the_student_is_zero_for_the_identity_transform(frozen, batch
     )
     targets = ImageTargets(p2.teacher.encode(images["image"]), people, images["root_cells"], images["mask"])
     monkeypatch.setattr(p2, "teacher_targets", lambda _: targets)
-    monkeypatch.setattr(common_module, "random_spatial_transform", lambda b, *a, **k: identity_transform(b))
+    monkeypatch.setattr(pathways_module, "random_spatial_transform", lambda b, *a, **k: identity_transform(b))
     assert p2.ss_losses(images)["ss"] < 0.05  # pixels; only float32 resampling noise in I' = I
     flip = lambda b, *a, **k: flip_transform(b)  # noqa: E731
-    monkeypatch.setattr(common_module, "random_spatial_transform", flip)
+    monkeypatch.setattr(pathways_module, "random_spatial_transform", flip)
     assert p2.ss_losses(images)["ss"] > 0.05  # an untrained H is not flip-equivariant: the loss sees it
 
 
@@ -127,7 +127,7 @@ def test_cross_modal_epoch_length_is_said_once():
 
 
 def test_detach_depth_cuts_only_the_depth_channel():
-    from lightning_mp3d.systems.common import _detach_depth
+    from lightning_mp3d.systems.pathways import _detach_depth
 
     s = torch.randn(2, 40, 14, 14, requires_grad=True)
     out = _detach_depth(s)

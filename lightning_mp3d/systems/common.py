@@ -2,8 +2,9 @@
 
 ``CrossModalStage`` loads the frozen parts (teacher {E, F} and Psi) and builds the student (H, and G where a stage
 uses it) in ``setup`` once the teacher's C_v is known, initialises them from the previous stage (``init_from``),
-runs the two pathways (D_I images and D_syn maps) as methods that return losses, validates on target-domain images
-with GT, and keeps frozen parts frozen. The stage subclasses only choose optimizers and which losses each steps.
+validates on target-domain images with GT, and keeps frozen parts frozen. The two pathways (D_I images and D_syn
+maps), methods that return losses, come from ``systems.pathways.CrossModalPathways``. The stage subclasses only choose
+optimizers and which losses each steps.
 
 Checkpoints: the frozen teacher and Psi are *not* stored (they come from ``teacher_checkpoint`` and
 ``aae_checkpoint``); the checkpoint carries the stage record (``checkpoints``: stage, the arguments of G, H and M,
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 from pytorch_lightning import LightningModule
@@ -23,44 +24,18 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from lightning_mp3d import checkpoints
 from lightning_mp3d.callbacks.finite import NonFiniteError
 from lightning_mp3d.callbacks.step_logs import logs_this_step
-from lightning_mp3d.geometry import pixel_to_grid
 from lightning_mp3d.grouping import GroupedPeople
 from lightning_mp3d.inference import Prediction, decode_people
-from lightning_mp3d.losses.cross_modal import (
-    adaptation_loss,
-    distillation_loss,
-    reconstruction_terms,
-    root_heatmap_loss,
-    self_supervised_loss,
-    supervised_2d_loss,
-    supervised_3d_loss,
-    transformed_roots,
-)
 from lightning_mp3d.metrics import PeopleBatch
-from lightning_mp3d.models.scene_decoder import DecodedScene, SceneDecoder
-from lightning_mp3d.models.student import OUTPUT_GRID, PoseMapEncoder, SceneHead, student_model_args
-from lightning_mp3d.roots import root_heatmap_targets, unique_root_mask
+from lightning_mp3d.models.scene_decoder import SceneDecoder
+from lightning_mp3d.models.student import PoseMapEncoder, SceneHead, student_model_args
 from lightning_mp3d.systems.optim import store_callables
-from lightning_mp3d.transforms import random_spatial_transform, warp_images
+from lightning_mp3d.systems.pathways import CrossModalPathways
 
 FROZEN_PREFIXES = ("teacher.", "scene_decoder.")
 
 
-class ImageTargets(NamedTuple):
-    """What the frozen teacher says about a batch of images (no gradient)."""
-
-    v: torch.Tensor  # (B, C_v, 28, 28)
-    people: GroupedPeople
-    cells: torch.Tensor  # (B, P, 2) long root cells of the teacher's people
-    mask: torch.Tensor  # (B, P) bool, at most one person per cell
-
-
-def _detach_depth(s: torch.Tensor) -> torch.Tensor:
-    """s with its depth channel (the last) cut from the graph."""
-    return torch.cat((s[:, :-1], s[:, -1:].detach()), 1)
-
-
-class CrossModalStage(LightningModule):
+class CrossModalStage(CrossModalPathways, LightningModule):
     """Base of DistillationWarmup, Phase1Alignment and Phase2SelfSupervised.
 
     Args:
@@ -281,110 +256,6 @@ class CrossModalStage(LightningModule):
         opt.step()
         opt.zero_grad()
         self.untoggle_optimizer(opt)
-
-    # ------------------------------------------------------------------------------------------------ pathways
-    @torch.no_grad()
-    def teacher_targets(self, images: torch.Tensor) -> ImageTargets:
-        """v = E(I) and the teacher's people k_hat_q (``Teacher.group``, the same as ``teacher.grouped(images)``,
-        which the report scores) with one person per root cell."""
-        v = self.teacher.encode(images)
-        people = self.teacher.group(v, **(self.hparams.grouping or {}))
-        cells = pixel_to_grid(people.roots_px, OUTPUT_GRID, images.shape[-1])
-        score = (people.confidence * (people.confidence > 0)).sum(-1)
-        return ImageTargets(v, people, cells, unique_root_mask(cells, people.mask, score))
-
-    def root_loss(self, s: torch.Tensor, cells: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Focal loss of the root channel against Gaussian targets at ``cells``."""
-        target = root_heatmap_targets(cells, mask, s.shape[-1], self.hparams.root_sigma)
-        return root_heatmap_loss(s[:, 0], target)
-
-    def distill_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Image pathway of the warm-up and phase 1: L_distl, root loss (teacher roots), optional L_2D/L_3D."""
-        images = batch["image"]
-        t = self.teacher_targets(images)
-        s = self.h(t.v)
-        scene = self.scene_decoder(s, t.cells, t.mask, t.people.roots_px)
-        losses = {
-            "distl": distillation_loss(scene.keypoints, t.people.keypoints, t.people.confidence, t.mask),
-            "root_image": self.root_loss(s, t.cells, t.mask),
-        }
-        losses.update(self.supervised_losses(s, batch))
-        return losses
-
-    def supervised_losses(self, s: torch.Tensor, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """L_2D / L_3D on D_I with its GT, only when switched on (weak / full supervision)."""
-        if not (self.hparams.use_weak_2d or self.hparams.use_full_3d):
-            return {}
-        gt = self.scene_decoder(s, batch["root_cells"], batch["mask"], batch["roots_px"])
-        out = {}
-        if self.hparams.use_weak_2d:
-            out["sup_2d"] = supervised_2d_loss(gt.keypoints, batch["joints_2d"], batch["visibility"], batch["mask"])
-        if self.hparams.use_full_3d:
-            out["sup_3d"] = supervised_3d_loss(gt.poses, batch["poses"], batch["mask"])
-        return out
-
-    def syn_scene(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, DecodedScene]:
-        """v~ = G(m_syn), s = H(v~), P_tilde = M(s) at the true roots."""
-        v = self.g(batch["maps"])
-        s = self.h(v)
-        return v, s, self.scene_decoder(s, batch["root_cells"], batch["mask"], batch["roots_px"])
-
-    def recon_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Auto-encoding pathway: the reconstruction terms (summed as ``recon``, each also logged as
-        ``term_<name>``) and the root loss at the true roots."""
-        _, s, scene = self.syn_scene(batch)
-        terms = reconstruction_terms(scene, batch, self.hparams.recon_terms or {"recon": 1.0})
-        return {
-            "recon": sum(terms.values()),
-            **{f"term_{k}": v.detach() for k, v in terms.items()},
-            "root_syn": self.root_loss(s, batch["root_cells"], batch["mask"]),
-        }
-
-    def adapt_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """L_adapt = |F(G(m_syn)) - m_syn| (gradient reaches G only; F is frozen)."""
-        heatmaps, pafs = self.teacher.decode(self.g(batch["maps"]))
-        return adaptation_loss(heatmaps, pafs, batch["maps"])
-
-    def ss_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """L_ss on (I, T_s(I)) at the teacher's roots of I (moved by T_s for I'), plus the root loss on I."""
-        images = batch["image"]
-        t = self.teacher_targets(images)
-        transform = random_spatial_transform(images.shape[0], self._generator, dtype=images.dtype, device=images.device)
-        with torch.no_grad():  # E is frozen: nothing upstream of v' trains
-            v_prime = self.teacher.encode(warp_images(images, transform).clamp(0, 1))
-        s, s_prime = self.h(t.v), self.h(v_prime)
-        if self.hparams.ss_detach_depth:  # L_ss can shrink every 2D pose onto its root by pushing the depth away
-            s, s_prime = _detach_depth(s), _detach_depth(s_prime)
-        scene = self.scene_decoder(s, t.cells, t.mask, t.people.roots_px)
-        roots_px, cells, mask = transformed_roots(t.people.roots_px, t.mask, transform, s.shape[-1], images.shape[-1])
-        scene_prime = self.scene_decoder(s_prime, cells, mask, roots_px)
-        losses = {
-            "ss": self_supervised_loss(
-                scene.keypoints,
-                scene_prime.keypoints,
-                transform,
-                mask,
-                images.shape[-1],
-                scene.depth,
-                scene_prime.depth,
-            ),  # fmt: skip
-            "root_image": self.root_loss(s, t.cells, t.mask),
-        }
-        losses.update(self.supervised_losses(s, batch))
-        return losses
-
-    def with_root(self, main: torch.Tensor, losses: dict[str, torch.Tensor], key: str) -> torch.Tensor:
-        """main + root_weight * losses[key] + any switched-on supervised losses."""
-        total = main + self.hparams.root_weight * losses[key]
-        for extra in ("sup_2d", "sup_3d"):
-            if extra in losses:
-                total = total + losses[extra]
-        return total
-
-    def log_losses(self, losses: dict[str, torch.Tensor], batch_size: int) -> None:
-        if not logs_this_step(self):  # Lightning would not write them (callbacks/step_logs.py)
-            return
-        self.log_dict({f"train/loss_{k}": v.detach() for k, v in losses.items()}, batch_size=batch_size)
 
     # ------------------------------------------------------------------------------------------------ inference
     @torch.no_grad()

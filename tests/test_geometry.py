@@ -167,10 +167,10 @@ def test_convention_camera_projection():
 def test_project_translate_puts_root_back(generator):
     k = Intrinsics.for_image(224)
     p_r = rotate(random_canonical(64, generator), random_sincos((64,), generator))
-    root_px = torch.rand(64, 2, generator=generator, dtype=D64) * 224
+    roots_px = torch.rand(64, 2, generator=generator, dtype=D64) * 224
     depth = 2500 + torch.rand(64, generator=generator, dtype=D64) * 6000
-    p_g = translate(p_r, root_px, depth, k)
-    torch.testing.assert_close(project(p_g, k)[:, 0], root_px)
+    p_g = translate(p_r, roots_px, depth, k)
+    torch.testing.assert_close(project(p_g, k)[:, 0], roots_px)
     torch.testing.assert_close(p_g[:, 0, 2], depth)
 
 

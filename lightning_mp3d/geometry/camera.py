@@ -51,37 +51,37 @@ class Intrinsics(NamedTuple):
         return torch.tensor([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]], dtype=dtype)
 
 
-def root_position(root_px: torch.Tensor, depth: torch.Tensor, intrinsics: Intrinsics) -> torch.Tensor:
+def root_position(roots_px: torch.Tensor, depth: torch.Tensor, intrinsics: Intrinsics) -> torch.Tensor:
     """Camera-frame root position from its pixel location and depth.
 
     Args:
-        root_px: (..., 2) pixels (u, v).
+        roots_px: (..., 2) pixels (u, v).
         depth: (...) millimetres (z of the root).
 
     Returns:
         (..., 3) millimetres.
     """
-    if root_px.shape[-1:] != (2,) or root_px.shape[:-1] != depth.shape:
+    if roots_px.shape[-1:] != (2,) or roots_px.shape[:-1] != depth.shape:
         raise ValueError(
-            f"root_px must be (..., 2) and depth (...), got {tuple(root_px.shape)} and {tuple(depth.shape)}"
+            f"roots_px must be (..., 2) and depth (...), got {tuple(roots_px.shape)} and {tuple(depth.shape)}"
         )
-    x = (root_px[..., 0] - intrinsics.cx) * depth / intrinsics.fx
-    y = (root_px[..., 1] - intrinsics.cy) * depth / intrinsics.fy
+    x = (roots_px[..., 0] - intrinsics.cx) * depth / intrinsics.fx
+    y = (roots_px[..., 1] - intrinsics.cy) * depth / intrinsics.fy
     return torch.stack((x, y, depth), -1)
 
 
-def translate(p_r: torch.Tensor, root_px: torch.Tensor, depth: torch.Tensor, intrinsics: Intrinsics) -> torch.Tensor:
+def translate(p_r: torch.Tensor, roots_px: torch.Tensor, depth: torch.Tensor, intrinsics: Intrinsics) -> torch.Tensor:
     """T_G: root-relative pose -> camera-centred global pose.
 
     Args:
         p_r: (..., J, 3) root-relative pose, millimetres, camera axes.
-        root_px: (..., 2) root pixel location (u, v) in the input image.
+        roots_px: (..., 2) root pixel location (u, v) in the input image.
         depth: (...) absolute root depth, millimetres.
 
     Returns:
         p_g (..., J, 3) millimetres.
     """
-    return p_r + root_position(root_px, depth, intrinsics).unsqueeze(-2)
+    return p_r + root_position(roots_px, depth, intrinsics).unsqueeze(-2)
 
 
 def project(p_g: torch.Tensor, intrinsics: Intrinsics, min_depth: float = MIN_DEPTH_MM) -> torch.Tensor:

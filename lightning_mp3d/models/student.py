@@ -7,9 +7,10 @@
   connected layer on 7x7x128 (128 independent 49 -> 49 FC layers), a stride-2 deconvolution back to 14x14 with a skip
   connection from the 14x14 features, LeakyReLU everywhere, tanh on the 32 pose-embedding channels.
 
-Output channel layout of s (``SceneChannels``): 0 root heatmap logit (sigmoid gives the pelvis probability),
-1..32 phi (tanh, in [-1, 1]), 33..38 rotation c (6 raw numbers; ``sincos_to_matrix`` normalises each sin/cos pair),
-39 raw depth x (the scene decoder M reads it as ``d = depth_scale_mm * exp(x)``).
+Output channel layout of s (``ROOT_CHANNEL``, ``PHI_SLICE``, ``ROTATION_SLICE``, ``DEPTH_CHANNEL`` below): 0 root
+heatmap logit (sigmoid gives the pelvis probability), 1..32 phi (tanh, in [-1, 1]), 33..38 rotation c (6 raw numbers;
+``sincos_to_matrix`` normalises each sin/cos pair), 39 raw depth x (the scene decoder M reads it as
+``d = depth_scale_mm * exp(x)``).
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ import json
 import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import torch
 
@@ -51,6 +51,9 @@ from lightning_mp3d.metrics import (
     PeopleBatch,
 )
 from lightning_mp3d.skeleton import JOINT_GROUPS, ROOT
+
+if TYPE_CHECKING:
+    from jsonargparse import ArgumentParser
 
 Predictor = Callable[[torch.Tensor], tuple[torch.Tensor, ...]]
 
@@ -227,6 +230,26 @@ def write_results(r: EvaluationResult, out_dir: str | Path, title: str = "Evalua
     return md, js
 
 
+def build_parser() -> ArgumentParser:
+    """The ``mp3d-evaluate`` parser (jsonargparse: ``--config`` files and ``--print_config``, argparse's flags)."""
+    from lightning_mp3d.commands import command_parser
+
+    parser = command_parser("mp3d-evaluate", main.__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", type=str, required=True, help="distill/phase1/phase2 checkpoint")
+    parser.add_argument("--dataset", type=Literal["mupots", "h36m", "3dpw", "embedded"], required=True)
+    parser.add_argument(
+        "--root", type=str | None, help="MuPoTS-3D folder with TS1..TS20, the Human3.6M .npz, or the 3DPW folder"
+    )
+    parser.add_argument("--split", type=str, default="test", help="3DPW split (test: the paper's All-Test-mode)")
+    parser.add_argument(
+        "--intrinsics", type=str | None, help="MuPoTS-3D per-sequence intrinsics JSON (default: fitted)"
+    )
+    parser.add_argument("--num-images", type=int, default=256, help="embedded: size of the target test set")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--out", type=str, default="results/eval")
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     """``mp3d-evaluate``: a trained checkpoint chain on MuPoTS-3D, Human3.6M arrays or the embedded target test set.
 
@@ -237,22 +260,12 @@ def main(argv: list[str] | None = None) -> int:
         mp3d-evaluate --checkpoint runs/phase2/checkpoints/last.ckpt --dataset 3dpw --root 3DPW
         mp3d-evaluate --checkpoint runs/phase2/checkpoints/last.ckpt --dataset embedded
     """
-    import argparse
-
     from torch.utils.data import DataLoader
 
     from lightning_mp3d.inference import PoseEstimator
     from lightning_mp3d.metrics import MATCH_THRESHOLD_PX_224
 
-    parser = argparse.ArgumentParser(prog="mp3d-evaluate", description=main.__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", required=True, help="distill/phase1/phase2 checkpoint")
-    parser.add_argument("--dataset", choices=("mupots", "h36m", "3dpw", "embedded"), required=True)
-    parser.add_argument("--root", help="MuPoTS-3D folder with TS1..TS20, the Human3.6M .npz, or the 3DPW folder")
-    parser.add_argument("--split", default="test", help="3DPW split (test: the paper's All-Test-mode)")
-    parser.add_argument("--intrinsics", help="MuPoTS-3D per-sequence intrinsics JSON (default: fitted)")
-    parser.add_argument("--num-images", type=int, default=256, help="embedded: size of the target test set")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--out", default="results/eval")
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.dataset != "embedded" and not args.root:
         parser.error(f"--root is required for --dataset {args.dataset}")

@@ -23,7 +23,6 @@ and exits, and on Linux the stage gets the same SIGTERM if the pipeline itself i
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ctypes
 import fcntl
@@ -39,8 +38,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
+
+from jsonargparse import ArgumentParser, Namespace
 
 from lightning_mp3d.atomic import write_text_atomic
+from lightning_mp3d.commands import FLAG, command_parser
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # the packaged configs (a link to ../configs here)
 STAGES = ("teacher", "aae", "distill", "phase1", "phase2", "refine")
@@ -333,7 +336,7 @@ def run_variant(
 
 
 def run_ablations(
-    workdir: Path, args: argparse.Namespace, fingerprints: dict[str, str], extra: dict[str, list[str]], env, lock_fd
+    workdir: Path, args: Namespace, fingerprints: dict[str, str], extra: dict[str, list[str]], env, lock_fd
 ) -> tuple[dict[str, Path], dict[str, list[Path]]]:
     """The Table 2 ablation rows (``--ablation``), their seeds (``--seeds``) and Ours-Ws/Fs (``--supervised``).
 
@@ -369,51 +372,58 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="mp3d-pipeline", description=__doc__.split("\n\n")[0])
+def build_parser() -> ArgumentParser:
+    """The ``mp3d-pipeline`` parser (jsonargparse: ``--config`` files and ``--print_config``, argparse's flags)."""
+    parser = command_parser("mp3d-pipeline", __doc__.split("\n\n")[0])
     parser.add_argument(
         "--preset",
-        choices=PRESETS,
+        type=Literal[PRESETS],
         default="tiny",
         help="tiny: a 2-core CPU in <= 15 min; cpu: <= 60 min, the student learns; paper: GPU schedule",
     )
     parser.add_argument("--workdir", type=Path, default=Path("."), help="folder holding runs/ and results/")
-    parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset of " + ",".join(STAGES))
-    parser.add_argument("--skip-eval", action="store_true", help="train only; no results table")
+    parser.add_argument(
+        "--stages", type=str, default=",".join(STAGES), help="comma-separated subset of " + ",".join(STAGES)
+    )
+    parser.add_argument("--skip-eval", **FLAG, help="train only; no results table")
     parser.add_argument(
         "--wandb",
-        choices=("offline", "online", "disabled"),
+        type=Literal["offline", "online", "disabled"] | None,
         default=None,
         help="W&B mode for every stage (default: $WANDB_MODE or offline)",
     )
     parser.add_argument(
         "--extra",
-        action="append",
+        action="append",  # repeatable, each value verbatim (untyped: jsonargparse would read STAGE:ARG as YAML)
         default=[],
         metavar="STAGE:ARG",
         help="extra 'lightning fit' argument for one stage or 'all', e.g. --extra=all:--trainer.max_epochs=1 "
-        "(part of the stage's fingerprint)",
+        "(part of the stage's fingerprint; repeatable; in a config file a list)",
     )
     parser.add_argument(
         "--ablation",
-        action="store_true",
+        **FLAG,
         help="also run Table 2's rows: phase 1 with L_distl only (as long as phase 1) and without L_adapt",
     )
     parser.add_argument(
         "--seeds", type=int, default=1, help="with --ablation: seeds per row (mean +- std in the report)"
     )
-    parser.add_argument(
-        "--supervised", action="store_true", help="also run Ours-Ws / Ours-Fs (phase 1 + L_2D / L_3D on target GT)"
-    )
+    parser.add_argument("--supervised", **FLAG, help="also run Ours-Ws / Ours-Fs (phase 1 + L_2D / L_3D on target GT)")
     parser.add_argument("--eval-images", type=int, default=128, help="size of the held-out target test set")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> Namespace:
+    return build_parser().parse_args(argv)
 
 
 def parse_extra(items: list[str]) -> dict[str, list[str]]:
     """``["all:--a=1", "aae:--b=2"]`` -> per-stage argument lists (``all`` applies to every stage)."""
     extra: dict[str, list[str]] = {name: [] for name in STAGES}
+    if not isinstance(items, list):  # from a config file: extra: "all:--x" instead of a list
+        raise SystemExit(f"extra in a config file is a list of STAGE:ARG strings; got {items!r}")
     for item in items:
-        stage, sep, arg = item.partition(":")
+        stage, sep, arg = item.partition(":") if isinstance(item, str) else ("", "", "")
         if not sep or (stage != "all" and stage not in STAGES):
             raise SystemExit(f"--extra expects STAGE:ARG with STAGE in all,{','.join(STAGES)}; got {item!r}")
         for name in STAGES if stage == "all" else (stage,):

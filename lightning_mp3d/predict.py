@@ -27,19 +27,20 @@ mode).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import warnings
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal
 
 import torch
+from jsonargparse import ArgumentParser
 from tqdm import tqdm
 
 from lightning_mp3d.atomic import atomic_path, save_figure_atomic, write_text_atomic
+from lightning_mp3d.commands import FLAG, command_parser
 from lightning_mp3d.geometry import Intrinsics
 from lightning_mp3d.imageio import Letterbox
 from lightning_mp3d.skeleton import JOINTS
@@ -165,26 +166,38 @@ class TupleOutput(torch.nn.Module):
         return tuple(self.estimator(images))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mp3d-predict", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", required=True, help="distill/phase1/phase2/refine checkpoint")
+def build_parser() -> ArgumentParser:
+    """The ``mp3d-predict`` parser (jsonargparse: ``--config`` files and ``--print_config``, argparse's flags)."""
+    parser = command_parser("mp3d-predict", __doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", type=str, required=True, help="distill/phase1/phase2/refine checkpoint")
     parser.add_argument(
-        "--teacher-checkpoint", default=None, help="teacher checkpoint (default: the one the stage recorded)"
+        "--teacher-checkpoint",
+        type=str | None,
+        default=None,
+        help="teacher checkpoint (default: the one the stage recorded)",
     )
-    parser.add_argument("--aae-checkpoint", default=None, help="AAE checkpoint (default: the one the stage recorded)")
-    parser.add_argument("--input", required=True, help="image folder or webdataset shard pattern")
+    parser.add_argument(
+        "--aae-checkpoint", type=str | None, default=None, help="AAE checkpoint (default: the one the stage recorded)"
+    )
+    parser.add_argument("--input", type=str, required=True, help="image folder or webdataset shard pattern")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--threshold", type=float, default=None, help="root probability threshold")
-    parser.add_argument("--fit", choices=("crop", "pad"), default="pad")
-    parser.add_argument("--no-png", action="store_true", help="JSON only")
-    parser.add_argument("--refine", action="store_true", help="two-stage refinement H' (a refine checkpoint)")
-    parser.add_argument("--export", type=Path, default=None, help="also write a TorchScript model here")
-    parser.add_argument("--intrinsics", type=Path, default=None, help="JSON fx, fy, cx, cy (or 3x3 K) of the images")
-    parser.add_argument("--no-channels-last", action="store_true", help="E and H in NCHW (channels_last is faster)")
-    parser.add_argument("--bf16", action="store_true", help="E and H under bfloat16 autocast (M stays float32)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile NMS + M (about a minute once)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--threshold", type=float | None, default=None, help="root probability threshold")
+    parser.add_argument("--fit", type=Literal["crop", "pad"], default="pad")
+    parser.add_argument("--no-png", **FLAG, help="JSON only")
+    parser.add_argument("--refine", **FLAG, help="two-stage refinement H' (a refine checkpoint)")
+    parser.add_argument("--export", type=Path | None, default=None, help="also write a TorchScript model here")
+    parser.add_argument(
+        "--intrinsics", type=Path | None, default=None, help="JSON fx, fy, cx, cy (or 3x3 K) of the images"
+    )
+    parser.add_argument("--no-channels-last", **FLAG, help="E and H in NCHW (channels_last is faster)")
+    parser.add_argument("--bf16", **FLAG, help="E and H under bfloat16 autocast (M stays float32)")
+    parser.add_argument("--compile", **FLAG, help="torch.compile NMS + M (about a minute once)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     camera = None
     if args.intrinsics is not None:
         from lightning_mp3d.datamodules.mupots import parse_intrinsics

@@ -141,3 +141,16 @@ def test_ablation_seeds_and_supervised_rows_chain_from_the_main_run(fake_fit):
     assert not (seed_main / "phase1").is_symlink() and (seed_main / "phase2" / "checkpoints" / "last.ckpt").is_file()
     run(fake_fit.work, "--ablation", "--seeds", "2", "--supervised")
     assert fake_fit() == []
+
+
+def test_a_config_file_from_print_config_runs_the_same_chain_as_its_flags(fake_fit, capsys):
+    flags = ["--workdir", str(fake_fit.work), "--skip-eval", "--wandb", "disabled", "--extra=aae:--trainer.max_steps=2"]
+    assert pipeline.main(flags) == 0
+    assert "--trainer.max_steps=2" in fake_fit()[1]["args"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        pipeline.main([*flags, "--print_config"])
+    config = fake_fit.work.parent / "pipeline.yaml"
+    config.write_text(capsys.readouterr().out)
+    assert pipeline.main(["--config", str(config)]) == 0
+    assert fake_fit() == []  # same stage arguments, hence the same fingerprints: every stage is skipped

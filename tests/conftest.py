@@ -1,4 +1,4 @@
-"""Test-wide settings: W&B never touches the network or the home folder; CPU threads are bounded."""
+"""Test-wide settings (W&B stays offline and out of the home folder; CPU threads are bounded) and shared fixtures."""
 
 import os
 import tempfile
@@ -20,3 +20,16 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 def generator() -> torch.Generator:
     """A seeded CPU generator."""
     return torch.Generator().manual_seed(0)
+
+
+@pytest.fixture(scope="module")
+def distill_checkpoint(tmp_path_factory):
+    """A distill-stage ``last.ckpt`` after one tiny epoch from untrained frozen checkpoints (one per test module)."""
+    from tests.helpers import make_frozen_checkpoints, run_stage  # lazily: most tests never import Lightning
+
+    root = tmp_path_factory.mktemp("chain")
+    teacher, aae = make_frozen_checkpoints(root / "frozen")
+    run_stage("distill", root, teacher, aae, "--trainer.max_epochs=1")
+    ckpt = root / "distill" / "checkpoints" / "last.ckpt"
+    assert ckpt.is_file()
+    return ckpt

@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 
 from lightning_mp3d import metrics as M
-from tests.test_metrics import _random_batch
+from tests.helpers import random_people_batch
 
 
 def _flat(result) -> list[float]:
@@ -31,7 +31,7 @@ def _flat(result) -> list[float]:
 def main(out_path: str) -> None:
     dist.init_process_group("gloo")
     rank = dist.get_rank()
-    data = _random_batch(7, b=11)
+    data = random_people_batch(7, b=11)
     shard = slice(0, 3) if rank == 0 else slice(3, 11)
     mine = [x[shard] for x in data]
     kinds = {

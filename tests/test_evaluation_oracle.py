@@ -18,9 +18,10 @@ from PIL import Image
 
 from lightning_mp3d.datamodules.mupots import MuPoTSDataModule
 from lightning_mp3d.evaluation import evaluate
-from lightning_mp3d.geometry import Intrinsics, translate
+from lightning_mp3d.geometry import Intrinsics
 from lightning_mp3d.geometry.camera import to_real_camera
 from lightning_mp3d.skeleton import ROOT
+from tests.helpers import as_the_model_sees_it
 
 CAMERAS = {  # TS<n>: (width, height, fx, fy, cx, cy)
     1: (2048, 2048, 1497.0, 1521.0, 1100.0, 960.0),
@@ -60,16 +61,6 @@ def batches(tmp_path_factory):
     _, _, fx, fy, cx, cy = CAMERAS[1]
     (root / "cams.json").write_text(json.dumps({"TS1": {"fx": fx, "fy": fy, "cx": cx, "cy": cy}}))
     return list(MuPoTSDataModule(str(root), intrinsics_json=str(root / "cams.json"), batch_size=3).test_dataloader())
-
-
-def as_the_model_sees_it(b: dict) -> torch.Tensor:
-    """GT people in the 224-px input camera: same root pixel, same root-relative pose, apparent-size depth."""
-    virtual = Intrinsics.for_image(224)
-    gt = b["gt_poses"]  # (B, G, 15, 3) real camera
-    s = b["letterbox"][:, None, 0]  # (B, 1)
-    f_real = torch.sqrt(b["intrinsics"][:, None, 0] * b["intrinsics"][:, None, 1])  # (B, 1)
-    depth = gt[..., ROOT, 2] * virtual.focal / (s * f_real)  # (B, G)
-    return translate(gt - gt[..., ROOT : ROOT + 1, :], b["gt_2d_input"][..., ROOT, :], depth, virtual)
 
 
 def test_oracle_in_the_input_camera_scores_perfect_absolute_metrics(batches):

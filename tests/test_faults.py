@@ -23,8 +23,8 @@ from pytorch_lightning import Callback
 from lightning_mp3d import pipeline
 from lightning_mp3d.callbacks.finite import NonFiniteError
 from lightning_mp3d.cli import cli_main
+from tests.helpers import make_frozen_checkpoints, run_stage
 from tests.test_pipeline import fake_fit, run  # noqa: F401 - fake_fit is a fixture
-from tests.test_stages_fixtures import make_frozen_checkpoints, run_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_AAE = """

@@ -14,17 +14,6 @@ from lightning_mp3d.inference import PoseEstimator
 from lightning_mp3d.predict import TupleOutput, export_torchscript
 from lightning_mp3d.predict import main as predict_main
 from lightning_mp3d.roots import find_roots
-from tests.test_stages_fixtures import make_frozen_checkpoints, run_stage
-
-
-@pytest.fixture(scope="module")
-def distill_checkpoint(tmp_path_factory):
-    root = tmp_path_factory.mktemp("chain")
-    teacher, aae = make_frozen_checkpoints(root / "frozen")
-    run_stage("distill", root, teacher, aae, "--trainer.max_epochs=1")
-    ckpt = root / "distill" / "checkpoints" / "last.ckpt"
-    assert ckpt.is_file()
-    return ckpt
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ from lightning_mp3d.datamodules.poses import load_pose_file
 from lightning_mp3d.imageio import decode_image, fit_image
 from lightning_mp3d.inference import PoseEstimator
 from lightning_mp3d.predict import main as predict_main
-from tests.test_inference import distill_checkpoint  # noqa: F401 - a module-scoped fixture
 
 
 def _bytes(image: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -67,7 +66,7 @@ def _args(checkpoint, source, out, *extra):
 
 
 def test_predict_keeps_same_named_images_apart_and_reports_a_broken_one_after_the_others(
-    distill_checkpoint,  # noqa: F811
+    distill_checkpoint,
     tmp_path,
     capsys,
 ):
@@ -100,7 +99,7 @@ def test_predict_confines_shard_keys_to_out(distill_checkpoint, tmp_path, capsys
 
 
 def test_a_moved_stage_checkpoint_names_the_missing_teacher_and_takes_its_new_location(
-    distill_checkpoint,  # noqa: F811
+    distill_checkpoint,
     tmp_path,
 ):
     ckpt = torch.load(distill_checkpoint, map_location="cpu", weights_only=True)
@@ -179,7 +178,7 @@ def test_malformed_mupots_annotations_name_the_file(tmp_path):
 
 
 def test_truncated_garbage_or_mismatched_stage_checkpoints_are_errors_naming_the_file(
-    distill_checkpoint,  # noqa: F811
+    distill_checkpoint,
     tmp_path,
 ):
     truncated, garbage, wide = tmp_path / "truncated.ckpt", tmp_path / "garbage.ckpt", tmp_path / "wide.ckpt"

@@ -9,27 +9,16 @@ import torch
 
 from lightning_mp3d import metrics as M
 from lightning_mp3d.metrics import functional as F
-from lightning_mp3d.skeleton import BONE_LENGTHS, JOINT_GROUPS, MUPOTS17_TO_OURS, PARENTS
-
-
-def _person(offset=(0.0, 0.0, 4000.0), seed=0) -> torch.Tensor:
-    """A plausible (15, 3) pose (mm): random bone directions with the skeleton's bone lengths."""
-    g = torch.Generator().manual_seed(seed)
-    dirs = torch.nn.functional.normalize(torch.randn(15, 3, generator=g, dtype=torch.float64), dim=-1)
-    pose = torch.zeros(15, 3, dtype=torch.float64)
-    for j in range(1, 15):
-        pose[j] = pose[PARENTS[j]] + dirs[j] * BONE_LENGTHS[j]
-    return pose + torch.tensor(offset, dtype=torch.float64)
+from lightning_mp3d.skeleton import JOINT_GROUPS, MUPOTS17_TO_OURS
+from tests.helpers import project_people as _project
+from tests.helpers import random_people_batch as _random_batch
+from tests.helpers import random_person as _person
 
 
 def _close(actual: torch.Tensor, expected, rtol: float = 1e-6, atol: float = 1e-12) -> None:
     """``torch.testing.assert_close`` against a number or list (pytest.approx's default tolerances; 0, 0 = exact)."""
     expected = torch.as_tensor(expected, dtype=actual.dtype)
     torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol, equal_nan=True)
-
-
-def _project(p: torch.Tensor) -> torch.Tensor:
-    return 1000.0 * p[..., :2] / p[..., 2:3] + 1000.0
 
 
 def _frame(preds: list[torch.Tensor], gts: list[torch.Tensor], g_pad: int | None = None, p_pad: int | None = None):
@@ -192,23 +181,6 @@ def _np_eval(frames, num_seq, thr_px=40.0):
         if m.any():
             pck_m.append(np.mean(e[m] < 150))
     return np.mean(pck), np.mean(pck_m), np.mean(auc)
-
-
-def _random_batch(seed: int, b: int = 6, p: int = 3, g: int = 3, num_seq: int = 3):
-    gen = torch.Generator().manual_seed(seed)
-    gt = torch.stack(
-        [
-            torch.stack([_person((600.0 * k - 600.0, 0.0, 4000.0), seed=seed * 100 + i * 10 + k) for k in range(g)])
-            for i in range(b)
-        ]
-    )
-    pred = gt[:, torch.randperm(g, generator=gen)] + 60.0 * torch.randn(b, g, 15, 3, generator=gen, dtype=torch.float64)
-    pred = torch.cat((pred, torch.zeros(b, p - g, 15, 3, dtype=torch.float64)), 1) if p > g else pred[:, :p]
-    pred_mask = torch.rand(b, p, generator=gen) < 0.8
-    gt_mask = torch.rand(b, g, generator=gen) < 0.85
-    pred_2d = _project(pred) * pred_mask[..., None, None]
-    seq = torch.randint(0, num_seq, (b,), generator=gen)
-    return pred, pred_2d, pred_mask, gt, _project(gt), gt_mask, seq
 
 
 def test_pck3d_matches_independent_numpy_port_of_official_script():

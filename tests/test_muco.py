@@ -86,7 +86,7 @@ def test_missing_annotation_file_is_named(tmp_path):
 
 
 def test_weak_and_full_supervision_train_on_muco_shards(muco_root, tmp_path):
-    from tests.test_stages_fixtures import make_frozen_checkpoints, run_stage
+    from tests.helpers import make_frozen_checkpoints, run_stage
 
     root, _ = muco_root
     write_muco_shards(root, tmp_path / "shards", images_per_shard=1, progress=False)

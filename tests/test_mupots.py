@@ -17,7 +17,7 @@ from lightning_mp3d.datamodules.mupots import (
 from lightning_mp3d.evaluation import evaluate, write_results
 from lightning_mp3d.imageio import Letterbox
 from lightning_mp3d.skeleton import MUPOTS17_TO_OURS
-from tests.test_evaluation_oracle import as_the_model_sees_it
+from tests.helpers import as_the_model_sees_it
 
 FX, FY, CX, CY = 1500.0, 1480.0, 1010.0, 530.0  # known intrinsics of the fixture (1920 x 1080 frames)
 

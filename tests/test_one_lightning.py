@@ -13,7 +13,7 @@ import pytest
 
 import lightning_mp3d
 from lightning_mp3d.cli import cli_main
-from tests.test_stages_fixtures import CONFIGS, make_frozen_checkpoints, stage_args
+from tests.helpers import CONFIGS, make_frozen_checkpoints, stage_args
 
 
 class ImportRecorder(importlib.abc.MetaPathFinder):

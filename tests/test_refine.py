@@ -22,7 +22,7 @@ from lightning_mp3d.models.teacher import EmbeddedTeacher
 from lightning_mp3d.predict import TupleOutput, export_torchscript
 from lightning_mp3d.synth.batches import synthetic_batch
 from lightning_mp3d.transforms import transform_points
-from tests.test_stages_fixtures import make_frozen_checkpoints, run_stage
+from tests.helpers import make_frozen_checkpoints, run_stage
 
 
 def random_estimator(**kwargs) -> PoseEstimator:

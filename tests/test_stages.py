@@ -10,7 +10,7 @@ import torch
 
 from lightning_mp3d.models.aae import load_pose_decoder
 from lightning_mp3d.models.teacher import load_teacher
-from tests.test_stages_fixtures import changed, make_frozen_checkpoints, run_stage, stage_args, student_state
+from tests.helpers import changed, make_frozen_checkpoints, run_stage, stage_args, student_state
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.test_stages_fixtures import make_frozen_checkpoints
+from tests.helpers import make_frozen_checkpoints
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -22,7 +22,7 @@ SCRIPT = textwrap.dedent(
     import torch
 
     from lightning_mp3d.cli import cli_main
-    from tests.test_stages_fixtures import stage_args
+    from tests.helpers import stage_args
 
     root, teacher, aae = (Path(a) for a in sys.argv[1:4])
     extra = ("--trainer.max_steps=6", "--trainer.accelerator=cpu", "--trainer.devices=2",

@@ -13,7 +13,7 @@ from pytorch_lightning import Callback
 
 from lightning_mp3d.cli import cli_main
 from lightning_mp3d.systems.phase1 import DISTL, Phase1Alignment
-from tests.test_stages_fixtures import CONFIGS, make_frozen_checkpoints, stage_args
+from tests.helpers import CONFIGS, make_frozen_checkpoints, stage_args
 
 
 class Killed(RuntimeError):

@@ -15,7 +15,7 @@ from lightning_mp3d.systems import DistillationWarmup, Phase1Alignment, Phase2Se
 from lightning_mp3d.systems import pathways as pathways_module
 from lightning_mp3d.systems.pathways import ImageTargets
 from lightning_mp3d.transforms import flip_transform, identity_transform
-from tests.test_stages_fixtures import make_frozen_checkpoints
+from tests.helpers import make_frozen_checkpoints
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 
 from lightning_mp3d.datamodules.threedpw import SMPL24_TO_OURS, ThreeDPWDataset
 from lightning_mp3d.evaluation import evaluate
-from tests.test_evaluation_oracle import as_the_model_sees_it
+from tests.helpers import as_the_model_sees_it
 
 K = np.array([[1961.0, 0.0, 540.0], [0.0, 1969.0, 960.0], [0.0, 0.0, 1.0]])  # 1080 x 1920 portrait frames
 

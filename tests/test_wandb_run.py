@@ -12,7 +12,7 @@ from pathlib import Path
 from wandb.proto import wandb_internal_pb2
 
 from lightning_mp3d.cli import cli_main
-from tests.test_stages_fixtures import CONFIGS
+from tests.helpers import CONFIGS
 
 BLOCK = 32 * 1024  # the .wandb log: a 7-byte file header, then 32 KiB blocks of (crc32c, length, type) + payload
 FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4

@@ -1,5 +1,10 @@
-"""Helpers (no tests) shared by the stage tests: tiny teacher/AAE checkpoints in their stages' exact formats, and
-small in-process runs of the student stages through the ``lightning`` CLI entry (``cli_main``)."""
+"""Helpers (no tests) shared by several test modules.
+
+- Stage tests: tiny teacher/AAE checkpoints in their stages' exact formats, and small in-process runs of the student
+  stages through the ``lightning`` CLI entry (``cli_main``).
+- Metric tests: random plausible people and random metric batches (also used by ``ddp_metrics_script.py``).
+- Evaluation tests: the MuPoTS ground truth as the model sees it in its 224-px input camera.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +14,10 @@ import torch
 
 from lightning_mp3d.checkpoints import STAGE_KEY, stage_record
 from lightning_mp3d.cli import cli_main
+from lightning_mp3d.geometry import Intrinsics, translate
 from lightning_mp3d.models.aae import PoseDecoder
 from lightning_mp3d.models.teacher import EmbeddedTeacher
+from lightning_mp3d.skeleton import BONE_LENGTHS, PARENTS, ROOT
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TEACHER_WIDTH = 0.0625
@@ -89,3 +96,52 @@ def student_state(module) -> dict[str, torch.Tensor]:
 def changed(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> bool:
     """True if any tensor differs."""
     return any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def random_person(offset=(0.0, 0.0, 4000.0), seed=0) -> torch.Tensor:
+    """A plausible (15, 3) pose (mm): random bone directions with the skeleton's bone lengths."""
+    g = torch.Generator().manual_seed(seed)
+    dirs = torch.nn.functional.normalize(torch.randn(15, 3, generator=g, dtype=torch.float64), dim=-1)
+    pose = torch.zeros(15, 3, dtype=torch.float64)
+    for j in range(1, 15):
+        pose[j] = pose[PARENTS[j]] + dirs[j] * BONE_LENGTHS[j]
+    return pose + torch.tensor(offset, dtype=torch.float64)
+
+
+def project_people(p: torch.Tensor) -> torch.Tensor:
+    """A fixed pinhole projection (f = 1000 px, principal point (1000, 1000)) of (..., 3) mm points to (..., 2) px."""
+    return 1000.0 * p[..., :2] / p[..., 2:3] + 1000.0
+
+
+def random_people_batch(seed: int, b: int = 6, p: int = 3, g: int = 3, num_seq: int = 3):
+    """Random metric inputs: B frames of G GT people (jittered, permuted predictions, random masks, sequences).
+
+    Returns:
+        (pred, pred_2d, pred_mask, gt, gt_2d, gt_mask, seq) in the metrics' argument order.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    gt = torch.stack(
+        [
+            torch.stack(
+                [random_person((600.0 * k - 600.0, 0.0, 4000.0), seed=seed * 100 + i * 10 + k) for k in range(g)]
+            )
+            for i in range(b)
+        ]
+    )
+    pred = gt[:, torch.randperm(g, generator=gen)] + 60.0 * torch.randn(b, g, 15, 3, generator=gen, dtype=torch.float64)
+    pred = torch.cat((pred, torch.zeros(b, p - g, 15, 3, dtype=torch.float64)), 1) if p > g else pred[:, :p]
+    pred_mask = torch.rand(b, p, generator=gen) < 0.8
+    gt_mask = torch.rand(b, g, generator=gen) < 0.85
+    pred_2d = project_people(pred) * pred_mask[..., None, None]
+    seq = torch.randint(0, num_seq, (b,), generator=gen)
+    return pred, pred_2d, pred_mask, gt, project_people(gt), gt_mask, seq
+
+
+def as_the_model_sees_it(b: dict) -> torch.Tensor:
+    """GT people in the 224-px input camera: same root pixel, same root-relative pose, apparent-size depth."""
+    virtual = Intrinsics.for_image(224)
+    gt = b["gt_poses"]  # (B, G, 15, 3) real camera
+    s = b["letterbox"][:, None, 0]  # (B, 1)
+    f_real = torch.sqrt(b["intrinsics"][:, None, 0] * b["intrinsics"][:, None, 1])  # (B, 1)
+    depth = gt[..., ROOT, 2] * virtual.focal / (s * f_real)  # (B, G)
+    return translate(gt - gt[..., ROOT : ROOT + 1, :], b["gt_2d_input"][..., ROOT, :], depth, virtual)

@@ -59,7 +59,7 @@ def test_rendered_shard_round_trip(tmp_path):
     ref = [synthetic_batch(2, "source", gen), synthetic_batch(1, "source", gen)]
     ref_images = torch.cat([r["image"] for r in ref])
     for i, s in enumerate(samples):
-        assert (s["image"] - ref_images[i]).abs().max() <= 0.5 / 255 + 1e-6
+        torch.testing.assert_close(s["image"], ref_images[i], atol=0.5 / 255 + 1e-6, rtol=0)
         torch.testing.assert_close(s["letterbox"], torch.tensor([1.0, 0.0, 0.0]))
         for key in GT_KEYS:
             expected = torch.cat([r[key] for r in ref])[i]
@@ -75,7 +75,10 @@ def test_fit_image_transform_maps_a_known_pixel_back():
         torch.testing.assert_close(fitted.original_size, torch.tensor([120.0, 200.0]))
         row, col = divmod(int(fitted.image[0].argmax()), 224)
         back = Letterbox.from_tensor(fitted.letterbox).to_original(torch.tensor([[col + 0.5, row + 0.5]]))[0]
-        assert (back - torch.tensor([130.5, 60.5])).abs().max() <= 1 / fitted.letterbox[0] + 1e-4, mode
+        tolerance = float(1 / fitted.letterbox[0] + 1e-4)
+        torch.testing.assert_close(
+            back, torch.tensor([130.5, 60.5]), atol=tolerance, rtol=0, msg=lambda m, mode=mode: f"{mode}: {m}"
+        )
     # crop: scale 120/224 on both axes; the 200-wide image resized to 373 px is cropped by (373 - 224) // 2 = 74
     # resized px on the left, 74 * 120 / 224 = 39.64 original px (the ideal 40 up to whole resized pixels)
     crop = _input_to_original(fit_image(image, 224, "crop").letterbox)

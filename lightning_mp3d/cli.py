@@ -24,6 +24,7 @@ from pathlib import Path
 from jsonargparse import Namespace
 from pytorch_lightning import LightningDataModule, LightningModule
 from pytorch_lightning.cli import LightningCLI
+from typing_extensions import override
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 CONFIG_FLAGS = ("--config", "-c")
@@ -81,9 +82,11 @@ class StageCLI(LightningCLI):
     """LightningCLI whose ``--config`` values may name the project's configs (``resolve_config``) and whose run
     folder gives the logger's and the checkpoint's folders (``derive_run_paths``)."""
 
+    @override
     def before_instantiate_classes(self) -> None:
         derive_run_paths((self.config[self.subcommand] if self.subcommand else self.config).trainer)
 
+    @override
     def parse_arguments(self, parser, args) -> None:
         if isinstance(args, dict) or hasattr(args, "as_dict"):  # a dict / Namespace, not command-line strings
             return super().parse_arguments(parser, args)

@@ -31,6 +31,7 @@ from pytorch_lightning import LightningModule, Trainer
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
+from typing_extensions import override
 
 
 def rng_states() -> dict[str, Any]:
@@ -82,17 +83,20 @@ class LastCheckpoint(ModelCheckpoint):
         self._saved_step, self._saved_time = 0, time.monotonic()
         self._rng_to_restore: dict[str, Any] | None = None
 
+    @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if self.dirpath is None:  # the run folder's, not ModelCheckpoint's logger-derived default
             self.dirpath = os.path.realpath(os.path.join(trainer.default_root_dir, "checkpoints"))  # as an explicit one
         super().setup(trainer, pl_module, stage)
 
+    @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._saved_step, self._saved_time = trainer.global_step, time.monotonic()
         if self._rng_to_restore is not None:  # after the sanity check and set-up, as in the uninterrupted run
             set_rng_states(self._rng_to_restore)
             self._rng_to_restore = None
 
+    @override
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any, **kwargs: Any) -> None:
         step = trainer.global_step
         due = bool(self.every_steps) and step // self.every_steps > self._saved_step // self.every_steps
@@ -100,6 +104,7 @@ class LastCheckpoint(ModelCheckpoint):
         if trainer.strategy.broadcast(due or late) and not self._should_skip_saving_checkpoint(trainer):
             self.save_last_now(trainer)
 
+    @override
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         if not isinstance(exception, (SIGTERMException, KeyboardInterrupt)):
             return
@@ -108,6 +113,7 @@ class LastCheckpoint(ModelCheckpoint):
         if self._last_global_step_saved == trainer.global_step:  # saved now, or a periodic save of this very step
             rank_zero_info(f"Stopped at step {trainer.global_step}: saved {self.last_model_path} to resume from")
 
+    @override
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self._should_skip_saving_checkpoint(trainer):  # the final weights, wherever max_steps stopped
             self.save_last_now(trainer)
@@ -118,9 +124,11 @@ class LastCheckpoint(ModelCheckpoint):
         self._last_global_step_saved = trainer.global_step
         self._saved_step, self._saved_time = trainer.global_step, time.monotonic()
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "rng_states": rng_states()}
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         self._rng_to_restore = state_dict.get("rng_states")

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from pytorch_lightning import Callback, LightningModule, Trainer
+from typing_extensions import override
 
 from lightning_mp3d.callbacks.step_logs import logs_this_step
 from lightning_mp3d.checkpoints import non_finite_keys
@@ -55,6 +56,7 @@ class FiniteGuard(Callback):
             raise ValueError(f"check_weights_every_n_batches must be >= 1, got {check_weights_every_n_batches}")
         self.every = check_weights_every_n_batches
 
+    @override
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
@@ -75,6 +77,7 @@ class FiniteGuard(Callback):
                 "Lower the learning rate or check the data."
             )
 
+    @override
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
         bad = non_finite_keys(checkpoint.get("state_dict", {}))
         if bad:

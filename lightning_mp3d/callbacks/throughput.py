@@ -2,6 +2,20 @@
 
 Add to any stage: ``--trainer.callbacks+=lightning_mp3d.callbacks.throughput.ThroughputRecorder
 --trainer.callbacks.out=throughput.json``. Each rank writes ``<out stem>.rank<r>.json`` (see benchmarks/bench_ddp.py).
+
+Why not Lightning's ``ThroughputMonitor`` here: its hooks run on rank 0 only and its ``world/`` figures are rank 0's
+times the world size, while bench_ddp.py measures every rank (whether ranks run evenly is what it checks); it reports
+to the logger over a sliding window of ``window_size`` batches (100 by default: nothing is logged before batch 100)
+instead of one figure after a warm-up, in a file a script reads; and on CUDA it synchronizes after every batch, which
+slows the launch-bound batch-8 steps. For live samples/s in a stage's logger it works as it is, counting samples with
+this module's ``samples_in_batch``::
+
+    --trainer.callbacks+=pytorch_lightning.callbacks.ThroughputMonitor
+    --trainer.callbacks.batch_size_fn=lightning_mp3d.callbacks.throughput.samples_in_batch
+    --trainer.callbacks.window_size=20
+
+(logged as ``train/samples_per_sec``, ``train/batches_per_sec`` and ``train/device/...`` on logging steps; it warns once
+that the stage has no ``flops_per_batch``).
 """
 
 from __future__ import annotations
@@ -12,13 +26,16 @@ from pathlib import Path
 from typing import Any
 
 from pytorch_lightning import Callback, LightningModule, Trainer
+from typing_extensions import override
 
 from lightning_mp3d.atomic import write_text_atomic
 
 
-def _batch_size(batch: Any) -> int:
+def samples_in_batch(batch: Any) -> int:
+    """Samples in a training batch: a tensor's or a dict's leading size (``image``, ``maps`` or ``poses`` first), summed
+    over the sources of a CombinedLoader step (phase 1/2: the D_syn and the D_I batch)."""
     if isinstance(batch, dict) and batch and all(isinstance(v, dict) for v in batch.values()):
-        return sum(_batch_size(v) for v in batch.values())  # a CombinedLoader step: the samples of every source
+        return sum(samples_in_batch(v) for v in batch.values())  # a CombinedLoader step: the samples of every source
     if isinstance(batch, dict):
         for key in ("image", "maps", "poses"):
             if key in batch:
@@ -42,13 +59,15 @@ class ThroughputRecorder(Callback):
         self.batches = self.samples = 0
         self.start: float | None = None
 
+    @override
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int) -> None:
         self.batches += 1
         if self.batches == self.warmup:
             self.start = time.perf_counter()
         elif self.batches > self.warmup:
-            self.samples += _batch_size(batch)
+            self.samples += samples_in_batch(batch)
 
+    @override
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.start is None:
             return

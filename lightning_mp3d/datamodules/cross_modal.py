@@ -35,6 +35,7 @@ from typing import Any
 
 from pytorch_lightning import LightningDataModule
 from pytorch_lightning.utilities import CombinedLoader
+from typing_extensions import override
 
 from lightning_mp3d.datamodules.dsyn import DSynDataModule
 from lightning_mp3d.datamodules.images import ImageDataModule
@@ -128,18 +129,22 @@ class CrossModalDataModule(LightningDataModule):
             dm.trainer = self.trainer
         return self.syn, self.images
 
+    @override
     def prepare_data(self) -> None:
         for dm in self._inner():
             dm.prepare_data()
 
+    @override
     def setup(self, stage: str) -> None:
         for dm in self._inner():
             dm.setup(stage)
 
+    @override
     def train_dataloader(self) -> CombinedLoader:
         syn, images = self._inner()
         return CombinedLoader({"syn": syn.train_dataloader(), "image": images.train_dataloader()}, mode=MODE)
 
+    @override
     def val_dataloader(self) -> Any:
         return self._inner()[1].val_dataloader()
 

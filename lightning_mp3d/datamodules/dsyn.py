@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader
+from typing_extensions import override
 
 from lightning_mp3d.datamodules.on_device import (
     SEED_KEY,
@@ -117,6 +118,7 @@ class DSynDataset(SeededBatchStream):
         self.scene_kwargs, self.map_kwargs = dict(scene_kwargs or {}), dict(map_kwargs or {})
         self.device = check_device(device)
 
+    @override
     def make(self, generator: torch.Generator) -> dict[str, Any]:
         if defers(self.device):
             return deferred_batch(generator)

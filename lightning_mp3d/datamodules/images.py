@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, IterableDataset
+from typing_extensions import override
 
 from lightning_mp3d.datamodules.on_device import (
     SEED_KEY,
@@ -69,6 +70,7 @@ class SyntheticImageDataset(SeededBatchStream):
         self.batch_size, self.style, self.image_size = batch_size, style, image_size
         self.device = check_device(device)
 
+    @override
     def make(self, generator: torch.Generator) -> dict[str, Any]:
         if defers(self.device):
             return deferred_batch(generator)
@@ -157,6 +159,7 @@ class ImageDataModule(LightningDataModule):
             return "folder"
         raise ValueError(f"train must be 'synthetic', a .tar shard pattern or an image folder, got {self.train!r}")
 
+    @override
     def setup(self, stage: str | None = None) -> None:
         kind = self._train_kind()
         if kind == "synthetic":
@@ -179,6 +182,7 @@ class ImageDataModule(LightningDataModule):
                 for i, s in enumerate(self.val_styles)
             ]
 
+    @override
     def train_dataloader(self) -> DataLoader:
         if self.train_set is None:
             self.setup("fit")
@@ -189,11 +193,13 @@ class ImageDataModule(LightningDataModule):
             self.train_set, batch_size=self.batch_size, shuffle=shuffle, num_workers=self.num_workers, drop_last=True
         )
 
+    @override
     def val_dataloader(self) -> list[DataLoader]:
         if not self.val_sets:
             self.setup("validate")
         return [DataLoader(ds, batch_size=self.batch_size, num_workers=self.num_workers) for ds in self.val_sets]
 
+    @override
     def test_dataloader(self) -> list[DataLoader]:
         return self.val_dataloader()
 

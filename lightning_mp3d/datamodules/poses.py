@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader, TensorDataset
+from typing_extensions import override
 
 from lightning_mp3d.datamodules.streams import EpochDataLoader, SeededBatchStream
 from lightning_mp3d.skeleton import LIMBS, MUPOTS17_TO_OURS, NUM_JOINTS
@@ -123,6 +124,7 @@ class ArtificialPoseBatches(SeededBatchStream):
         super().__init__(batches, seed)
         self.batch_size, self.range_scale = batch_size, range_scale
 
+    @override
     def make(self, generator: torch.Generator) -> torch.Tensor:
         from lightning_mp3d.synth.poses import sample_artificial_poses
 
@@ -171,6 +173,7 @@ class PoseDataModule(LightningDataModule):
         self.train_set: ArtificialPoseBatches | TensorDataset | None = None
         self.val_set: TensorDataset | None = None
 
+    @override
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
         if self.val_set is not None:
@@ -193,6 +196,7 @@ class PoseDataModule(LightningDataModule):
             self.train_set = TensorDataset(poses[order[n_val:]])
         self.val_set = TensorDataset(val)
 
+    @override
     def train_dataloader(self) -> DataLoader:
         if isinstance(self.train_set, ArtificialPoseBatches):
             return EpochDataLoader(self.train_set, batch_size=None, num_workers=self.hparams.num_workers)
@@ -205,6 +209,7 @@ class PoseDataModule(LightningDataModule):
             collate_fn=_stack_poses,
         )
 
+    @override
     def val_dataloader(self) -> DataLoader:
         return DataLoader(
             self.val_set,

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from typing_extensions import override
 
 from lightning_mp3d.grouping import GroupedPeople, assemble, find_peaks, group_people, select_people
 from lightning_mp3d.models.openpose import PoseMachine, PoseMachineOutput, load_openpose_state_dict
@@ -126,9 +127,11 @@ class EmbeddedTeacher(Teacher):
         """Both stages' outputs (for intermediate supervision): heatmaps (B, 15, 28, 28), PAFs (B, 28, 28, 28)."""
         return self.net(normalize_images(images))
 
+    @override
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         return self.net.encode(normalize_images(images))
 
+    @override
     def decode(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self._check_v(v)
         return self.net.decode(v)
@@ -245,6 +248,7 @@ class OpenPoseTeacher(Teacher):
         if weights is not None:
             load_openpose_state_dict(self.net, weights)
 
+    @override
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         return self.net.encode(normalize_images(images, bgr=True))
 
@@ -253,6 +257,7 @@ class OpenPoseTeacher(Teacher):
         self._check_v(v)
         return self.net.decode(v)
 
+    @override
     def decode(self, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return coco_to_ours_maps(*self.decode_coco(v))
 

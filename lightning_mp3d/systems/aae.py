@@ -24,6 +24,7 @@ import torch
 from pytorch_lightning import LightningModule
 from pytorch_lightning.cli import OptimizerCallable
 from torchmetrics import MeanMetric
+from typing_extensions import override
 
 from lightning_mp3d.callbacks.step_logs import logs_this_step
 from lightning_mp3d.checkpoints import add_stage_record, renamed_state_dict
@@ -101,6 +102,7 @@ class AAEPretraining(LightningModule):
         self.val_plausible = MeanMetric()
         self.val_violation = MeanMetric()
 
+    @override
     def configure_optimizers(self):
         return [
             self.optimizer(self.encoder.parameters()),
@@ -127,6 +129,7 @@ class AAEPretraining(LightningModule):
         margin, delta = math.radians(hp.limit_margin_deg), math.radians(hp.limit_delta_deg)
         return joint_limit_loss(p_l, hp.range_scale, margin, delta)
 
+    @override
     def training_step(self, p_c: torch.Tensor, batch_idx: int) -> None:
         opt_enc, opt_dec, opt_disc = self.optimizers()
         hp = self.hparams
@@ -176,6 +179,7 @@ class AAEPretraining(LightningModule):
             batch_size=p_c.shape[0],
         )
 
+    @override
     def validation_step(self, p_c: torch.Tensor, batch_idx: int) -> None:
         from lightning_mp3d.synth.poses import joint_angle_violation
 
@@ -191,6 +195,7 @@ class AAEPretraining(LightningModule):
         self.val_plausible.update((worst == 0).to(p_c.dtype))
         self.val_violation.update(worst)
 
+    @override
     def on_validation_epoch_end(self) -> None:
         self.log_dict(
             {
@@ -210,6 +215,7 @@ class AAEPretraining(LightningModule):
         """Resuming a checkpoint written before Ψ was renamed: its ``decoder.*`` weights are ``pose_decoder.*``."""
         checkpoint["state_dict"] = renamed_state_dict("aae", checkpoint["state_dict"])
 
+    @override
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         hp = self.hparams
         models = {

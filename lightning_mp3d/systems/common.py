@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from pytorch_lightning import LightningModule
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
+from typing_extensions import override
 
 from lightning_mp3d import checkpoints
 from lightning_mp3d.callbacks.finite import NonFiniteError
@@ -170,6 +171,7 @@ class CrossModalStage(CrossModalPathways, LightningModule):
             module.eval()
         return self
 
+    @override
     def setup(self, stage: str) -> None:
         self.build()
         if stage == "fit" and self.hparams.init_from:
@@ -190,6 +192,7 @@ class CrossModalStage(CrossModalPathways, LightningModule):
             ckpt.load_into(getattr(self, name), name)
 
     # ------------------------------------------------------------------------------------------------ checkpoints
+    @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["state_dict"] = {
             k: v for k, v in checkpoint["state_dict"].items() if not k.startswith(FROZEN_PREFIXES)
@@ -198,6 +201,7 @@ class CrossModalStage(CrossModalPathways, LightningModule):
         upstream = {"teacher": hp.teacher_checkpoint, "aae": hp.aae_checkpoint, "init_from": hp.init_from}
         checkpoints.add_stage_record(checkpoint, self._trainer, self.stage_name, self.model_args, upstream)
 
+    @override
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         saved = checkpoint.get(checkpoints.STAGE_KEY, {}).get("stage")
         if saved != self.stage_name:
@@ -265,9 +269,11 @@ class CrossModalStage(CrossModalPathways, LightningModule):
         return decode_people(s, self.scene_decoder, self.hparams.root_threshold, self.hparams.max_people)
 
     # ------------------------------------------------------------------------------------------------ validation
+    @override
     def on_validation_epoch_start(self) -> None:
         self._figure_done = False
 
+    @override
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         images = batch["image"]
         scene = self.predict_people(images)
@@ -282,6 +288,7 @@ class CrossModalStage(CrossModalPathways, LightningModule):
             self._figure_done = True
             log_student_figures(self, images, scene, t.people, batch)
 
+    @override
     def on_validation_epoch_end(self) -> None:
         m = self._metrics
         values = {

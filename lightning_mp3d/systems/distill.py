@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from typing_extensions import override
 
 from lightning_mp3d.systems.common import CrossModalStage
 
@@ -21,9 +22,11 @@ class DistillationWarmup(CrossModalStage):
     init_stage = None
     uses_g = False
 
+    @override
     def configure_optimizers(self) -> Any:
         return [self.loss_optimizer(list(self.h.parameters()))]
 
+    @override
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         losses = self.distill_losses(batch)
         self.run_optimizer(0, self.with_root(losses["distl"], losses, "root_image"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from typing_extensions import override
 
 from lightning_mp3d.systems.common import CrossModalStage
 
@@ -28,10 +29,12 @@ class Phase1Alignment(CrossModalStage):
     init_modules = ("h",)
     uses_g = True
 
+    @override
     def configure_optimizers(self) -> Any:
         g, h = list(self.g.parameters()), list(self.h.parameters())
         return [self.loss_optimizer(g + h), self.loss_optimizer(h), self.loss_optimizer(g)]
 
+    @override
     def training_step(self, batch: dict[str, dict[str, torch.Tensor]], batch_idx: int) -> None:
         syn, images = batch["syn"], batch["image"]
         losses: dict[str, torch.Tensor] = {}

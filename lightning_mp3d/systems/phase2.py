@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from typing_extensions import override
 
 from lightning_mp3d.datamodules.streams import batch_seed
 from lightning_mp3d.systems.common import CrossModalStage
@@ -29,13 +30,16 @@ class Phase2SelfSupervised(CrossModalStage):
     init_modules = ("g", "h")
     uses_g = True
 
+    @override
     def frozen_modules(self) -> list[torch.nn.Module]:
         return super().frozen_modules() + ([self.g] if self.g is not None else [])
 
+    @override
     def configure_optimizers(self) -> Any:
         h = list(self.h.parameters())
         return [self.loss_optimizer(h), self.loss_optimizer(h)]
 
+    @override
     def training_step(self, batch: dict[str, dict[str, torch.Tensor]], batch_idx: int) -> None:
         syn, images = batch["syn"], batch["image"]
         if self.hparams.use_recon:

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 from pytorch_lightning.utilities.rank_zero import rank_zero_info
+from typing_extensions import override
 
 from lightning_mp3d import checkpoints
 from lightning_mp3d.crops import (
@@ -91,6 +92,7 @@ class Refinement(CrossModalStage):
                     args[name] = recorded[name]
         return {**args, "detector": dict(args["h"])}
 
+    @override
     def frozen_modules(self) -> list[torch.nn.Module]:
         return super().frozen_modules() + [m for m in (self.g, self.detector) if m is not None]
 
@@ -99,6 +101,7 @@ class Refinement(CrossModalStage):
         super().load_previous_stage(path)
         self.detector.load_state_dict(self.h.state_dict())
 
+    @override
     def configure_optimizers(self) -> Any:
         h = list(self.h.parameters())
         return [self.loss_optimizer(h), self.loss_optimizer(h)]
@@ -148,6 +151,7 @@ class Refinement(CrossModalStage):
         return out
 
     # ------------------------------------------------------------------------------------------------ training
+    @override
     def training_step(self, batch: dict[str, dict[str, torch.Tensor]], batch_idx: int) -> None:
         syn = self.syn_crops(batch["syn"]) if self.hparams.use_recon else None
         if syn is not None and len(syn["maps"]):  # a batch without people has nothing to crop

@@ -18,6 +18,7 @@ import torch
 from pytorch_lightning import LightningModule
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
+from typing_extensions import override
 
 from lightning_mp3d.callbacks.step_logs import logs_this_step
 from lightning_mp3d.checkpoints import add_stage_record
@@ -70,6 +71,7 @@ class TeacherPretraining(LightningModule):
         self.val_pck = nn.ModuleDict()
         self._figure_batches: dict[str, dict[str, torch.Tensor]] = {}
 
+    @override
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         self.val_names = list(getattr(dm, "val_styles", self.val_names))
@@ -92,6 +94,7 @@ class TeacherPretraining(LightningModule):
         out = self.teacher.stages(batch["image"])
         return teacher_loss((out.heatmap1, out.heatmap2), (out.paf1, out.paf2), self.targets(batch)), out
 
+    @override
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, _ = self._loss(batch)
         if not logs_this_step(self):  # Lightning would not write them (callbacks/step_logs.py)
@@ -102,6 +105,7 @@ class TeacherPretraining(LightningModule):
         self.log_dict({"train/loss_heatmap": loss.heatmap, "train/loss_paf": loss.paf, "train/lr": lr}, batch_size=b)
         return loss.total
 
+    @override
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         name = self.val_names[dataloader_idx] if dataloader_idx < len(self.val_names) else f"set{dataloader_idx}"
         loss, out = self._loss(batch)
@@ -118,6 +122,7 @@ class TeacherPretraining(LightningModule):
                 "gt": batch["joints_2d"][:n], "gt_mask": batch["mask"][:n],
             }  # fmt: skip
 
+    @override
     def on_validation_epoch_end(self) -> None:
         for name in self.val_names:
             metric = self.val_pck[name]
@@ -137,12 +142,14 @@ class TeacherPretraining(LightningModule):
             log_figure(self, "val/teacher", teacher_figure(self._figure_batches))
             self._figure_batches = {}
 
+    @override
     def configure_optimizers(self):
         opt = self.optimizer(self.teacher.parameters())
         if self.lr_scheduler is None:
             return opt
         return {"optimizer": opt, "lr_scheduler": {"scheduler": self.lr_scheduler(opt), "interval": "step"}}
 
+    @override
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         args = {"width": float(self.hparams.width), "peak_threshold": float(self.hparams.peak_threshold)}
         add_stage_record(checkpoint, self._trainer, "teacher", {"teacher": args})

@@ -148,7 +148,8 @@ def read(path: str | Path, expect_stage: str | Sequence[str] | None = None, what
 
 def renamed_state_dict(stage: str, state_dict: dict[str, Any]) -> dict[str, Any]:
     """``state_dict`` with the prefixes of sub-models renamed since ``stage`` wrote it (``RENAMED``) made current,
-    e.g. an AAE's ``decoder.*`` as ``pose_decoder.*``; the same dict when nothing was renamed."""
+    e.g. an AAE's ``decoder.*`` as ``pose_decoder.*``; the same dict when nothing was renamed.
+    """
     renamed = RENAMED.get(stage, {})
     if not any(k.split(".", 1)[0] in renamed for k in state_dict):
         return state_dict
@@ -192,14 +193,16 @@ def add_stage_record(
     upstream: dict[str, str | Path | None] | None = None,
 ) -> None:
     """``checkpoint[STAGE_KEY] = stage_record(...)`` relative to the folder of the trainer's ``ModelCheckpoint``
-    (every checkpoint of a run goes there), for a LightningModule's ``on_save_checkpoint``."""
+    (every checkpoint of a run goes there), for a LightningModule's ``on_save_checkpoint``.
+    """
     folder = getattr(getattr(trainer, "checkpoint_callback", None), "dirpath", None)
     checkpoint[STAGE_KEY] = stage_record(stage, models, upstream, folder)
 
 
 def _resolve(stored: str, path: Path, record: dict[str, Any]) -> Path:
     """An upstream path of ``record``: beside ``path`` (relative to its folder), else from the folder the checkpoint
-    was written in; a record older than FORMAT 2 gave it as the run's config did (from the current folder)."""
+    was written in; a record older than FORMAT 2 gave it as the run's config did (from the current folder).
+    """
     if record.get("format") != FORMAT:
         return Path(stored)
     here = path.parent / stored  # an absolute ``stored`` stays itself

@@ -80,7 +80,8 @@ def derive_run_paths(trainer: Namespace) -> None:
 
 class StageCLI(LightningCLI):
     """LightningCLI whose ``--config`` values may name the project's configs (``resolve_config``) and whose run
-    folder gives the logger's and the checkpoint's folders (``derive_run_paths``)."""
+    folder gives the logger's and the checkpoint's folders (``derive_run_paths``).
+    """
 
     @override
     def before_instantiate_classes(self) -> None:
@@ -99,7 +100,8 @@ class StageCLI(LightningCLI):
     def _parse_ckpt_path(self) -> None:
         """``--ckpt_path`` resumes the *same* stage: LightningCLI rebuilds the model from the checkpoint's own class and
         settings, so another stage's checkpoint would silently train that stage. Refuse it (and unreadable files)
-        before anything runs."""
+        before anything runs.
+        """
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if ckpt_path and Path(ckpt_path).is_file():

@@ -91,7 +91,8 @@ def find_peaks(heatmaps: torch.Tensor, *, threshold: float = 0.1, max_peaks: int
 def _magnitude(field: torch.Tensor) -> torch.Tensor:
     """|field| over the last dim (2): ``field.norm(dim=-1)`` as torch's generic CPU reduction computes it on this
     strided layout (squares summed in float, a correctly rounded sqrt), bit for bit, but elementwise and ~50x faster
-    there (the float ``Tensor.sqrt`` on CPU is SLEEF's, within 0.5 ulp but not always the rounded one)."""
+    there (the float ``Tensor.sqrt`` on CPU is SLEEF's, within 0.5 ulp but not always the rounded one).
+    """
     f = field.float()
     return (f[..., 0] * f[..., 0] + f[..., 1] * f[..., 1]).double().sqrt().to(field.dtype)
 
@@ -205,7 +206,8 @@ def _tree_tables(
     device: torch.device,
 ) -> _Tree:
     """Check that ``limbs`` is a tree listed parents first and build its index tables once per device (so grouping
-    itself copies nothing from the host)."""
+    itself copies nothing from the host).
+    """
     joint_limb, depth = [len(limbs)] * num_joints, [0] * num_joints
     for i, (a, b) in enumerate(limbs):
         if b == root or joint_limb[b] != len(limbs):

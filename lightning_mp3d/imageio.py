@@ -42,7 +42,8 @@ Number = float | torch.Tensor
 
 def decode_image(data: bytes, name: str) -> torch.Tensor:
     """JPEG/PNG bytes -> (3, H, W) float RGB in [0, 1], upright (the EXIF orientation applied); 16-bit grayscale is
-    scaled by its bit depth. A ValueError naming ``name`` if unreadable or over ``MAX_IMAGE_PIXELS``."""
+    scaled by its bit depth. A ValueError naming ``name`` if unreadable or over ``MAX_IMAGE_PIXELS``.
+    """
     try:
         with Image.open(io.BytesIO(data)) as im:
             if im.width * im.height > MAX_IMAGE_PIXELS:

@@ -135,7 +135,8 @@ def match_roots(pred_px: torch.Tensor, pred_mask: torch.Tensor, gt_px: torch.Ten
 @torch.no_grad()
 def people_diagnostics(predictions: list, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
     """Detection (root precision / recall within one cell, AP_root at 25 cm) and, on the detected people, the
-    learning diagnostics of ``metrics.diagnostics`` (root-relative MPJPE, canonical MPJPE, orientation, spread)."""
+    learning diagnostics of ``metrics.diagnostics`` (root-relative MPJPE, canonical MPJPE, orientation, spread).
+    """
     from lightning_mp3d.metrics import APRoot
     from lightning_mp3d.metrics.diagnostics import pose_diagnostics
 
@@ -168,7 +169,8 @@ def people_diagnostics(predictions: list, batches: list[dict[str, torch.Tensor]]
 @torch.no_grad()
 def gt_root_diagnostics(estimator: torch.nn.Module, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
     """The student's people decoded at the GT root pixels (perfect detection): its 3D pose quality on its own,
-    apart from the root heatmap (whose people come from the teacher's, with the teacher's false positives)."""
+    apart from the root heatmap (whose people come from the teacher's, with the teacher's false positives).
+    """
     from lightning_mp3d.geometry import pixel_to_grid
     from lightning_mp3d.metrics.diagnostics import pose_diagnostics
 
@@ -190,7 +192,8 @@ def gt_root_diagnostics(estimator: torch.nn.Module, batches: list[dict[str, torc
 
 def reference_predictions(batches: list[dict[str, torch.Tensor]], name: str, knn_bank: int = 100_000) -> list:
     """Predictions of a reference predictor on the GT people (perfect detection, GT roots and depths):
-    ``mean_pose`` (the test set's own mean root-relative pose) or ``knn_lifting`` (``baselines.KNNLifting``)."""
+    ``mean_pose`` (the test set's own mean root-relative pose) or ``knn_lifting`` (``baselines.KNNLifting``).
+    """
     from lightning_mp3d.baselines import KNNLifting, mean_pose, mean_root_relative_pose
     from lightning_mp3d.inference import Prediction
 

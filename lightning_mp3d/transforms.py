@@ -74,7 +74,8 @@ def rotation_transform(angle: torch.Tensor) -> SpatialTransform:
 
 def crop_transform(scale: torch.Tensor, centre: torch.Tensor) -> SpatialTransform:
     """Crop a square of side ``scale`` (B,) (fraction of the image) centred at ``centre`` (B, 2) normalised, resized
-    to the full image."""
+    to the full image.
+    """
     theta = torch.zeros(scale.shape[0], 2, 3, dtype=scale.dtype, device=scale.device)
     theta[:, 0, 0] = theta[:, 1, 1] = scale
     theta[:, :, 2] = centre

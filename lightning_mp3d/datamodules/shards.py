@@ -128,7 +128,8 @@ def write_tensor_shards(
 
 class AtomicShardWriter(wds.ShardWriter):
     """``wds.ShardWriter`` whose shards appear only complete: each is written to a unique temporary file beside it and
-    renamed when it is closed; when the ``with`` block ends in an exception the partial shard is removed instead."""
+    renamed when it is closed; when the ``with`` block ends in an exception the partial shard is removed instead.
+    """
 
     def __init__(self, pattern: str, **kwargs: object) -> None:
         self._pending: dict[str, PendingFile] = {}

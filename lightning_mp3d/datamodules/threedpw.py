@@ -40,7 +40,8 @@ REQUIRED_FIELDS = ("jointPositions", "cam_poses", "cam_intrinsics", "campose_val
 
 def load_sequence(path: str | Path) -> dict[str, np.ndarray | str]:
     """One ``sequenceFiles/<split>/<sequence>.pkl`` -> ``name``, ``joints`` (N, A, 15, 3) mm camera frame,
-    ``joints_2d`` (N, A, 15, 2) px, ``valid`` (N, A) bool, ``K`` (3, 3)."""
+    ``joints_2d`` (N, A, 15, 2) px, ``valid`` (N, A) bool, ``K`` (3, 3).
+    """
     path = Path(path)
     with path.open("rb") as f:
         data = pickle.load(f, encoding="latin1")  # noqa: S301 - the dataset's own format

@@ -342,7 +342,8 @@ def mirror_poses(poses: torch.Tensor) -> torch.Tensor:
 
 def _smooth_hinge(excess: torch.Tensor, delta: float) -> torch.Tensor:
     """Huber-style hinge of a non-negative excess: 0 at 0, ``e^2 / (2 delta)`` below ``delta``, ``e - delta/2``
-    above (continuous first derivative; ``delta`` 0 gives the plain hinge ``e``)."""
+    above (continuous first derivative; ``delta`` 0 gives the plain hinge ``e``).
+    """
     if delta <= 0:
         return excess
     return torch.where(excess < delta, excess * excess / (2 * delta), excess - delta / 2)

@@ -246,7 +246,8 @@ class CrossModalStage(CrossModalPathways, LightningModule):
 
     def run_optimizer(self, index: int, loss: torch.Tensor) -> None:
         """toggle -> backward -> step -> zero_grad -> untoggle for optimizer ``index``; a non-finite loss stops the
-        run before the update (``NonFiniteError``), so the weights and ``last.ckpt`` stay finite."""
+        run before the update (``NonFiniteError``), so the weights and ``last.ckpt`` stay finite.
+        """
         if not torch.isfinite(loss):
             raise NonFiniteError(
                 f"stage '{self.stage_name}': non-finite loss {loss.item()} for optimizer {index} at step "

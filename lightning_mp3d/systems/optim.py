@@ -13,7 +13,8 @@ from typing import Any
 
 def callable_config(fn: Any) -> Any:
     """``fn`` as ``{class_path, init_args}`` (a class or a ``functools.partial`` of one), a config as it is, else
-    its ``repr``."""
+    its ``repr``.
+    """
     if fn is None or isinstance(fn, dict):
         return fn
     if isinstance(fn, functools.partial) and isinstance(fn.func, type) and not fn.args:

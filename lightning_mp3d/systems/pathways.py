@@ -53,7 +53,8 @@ class CrossModalPathways:
     @torch.no_grad()
     def teacher_targets(self, images: torch.Tensor) -> ImageTargets:
         """v = E(I) and the teacher's people k_hat_q (``Teacher.group``, the same as ``teacher.grouped(images)``,
-        which the report scores) with one person per root cell."""
+        which the report scores) with one person per root cell.
+        """
         v = self.teacher.encode(images)
         people = self.teacher.group(v, **(self.hparams.grouping or {}))
         cells = pixel_to_grid(people.roots_px, OUTPUT_GRID, images.shape[-1])
@@ -98,7 +99,8 @@ class CrossModalPathways:
 
     def recon_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Auto-encoding pathway: the reconstruction terms (summed as ``recon``, each also logged as
-        ``term_<name>``) and the root loss at the true roots."""
+        ``term_<name>``) and the root loss at the true roots.
+        """
         _, s, scene = self.syn_scene(batch)
         terms = reconstruction_terms(scene, batch, self.hparams.recon_terms or {"recon": 1.0})
         return {

@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.test_stages_fixtures import make_frozen_checkpoints  # noqa: E402
+from tests.helpers import make_frozen_checkpoints  # noqa: E402
 
 
 def run(devices: int, batches: int, accelerator: str, work: Path, teacher: Path, aae: Path, batch_size: int) -> dict:

@@ -100,3 +100,25 @@ def test_packaged_configs_are_the_project_configs():
     assert CONFIG_DIR.resolve() == (ROOT / "configs").resolve()
     assert {f"stage_{n}.yaml" for n in ("teacher", "aae", "distill", "phase1", "phase2")} <= set(available_configs())
     assert "tiny/stage_phase1.yaml" in available_configs()
+
+
+def test_lightnings_throughput_monitor_is_configurable_with_our_sample_count(tmp_path, monkeypatch):
+    """callbacks/throughput.py documents these flags for live samples/s; a phase-1/2 step counts both sources."""
+    import torch
+    from pytorch_lightning.callbacks import ThroughputMonitor
+
+    from lightning_mp3d.callbacks.throughput import samples_in_batch
+    from lightning_mp3d.pipeline import stage_configs
+
+    monkeypatch.chdir(tmp_path)
+    flags = [
+        "--trainer.callbacks+=pytorch_lightning.callbacks.ThroughputMonitor",
+        "--trainer.callbacks.batch_size_fn=lightning_mp3d.callbacks.throughput.samples_in_batch",
+        "--trainer.callbacks.window_size=20",
+    ]
+    configs = [f"--config={c}" for c in stage_configs("aae", "tiny")]
+    cli = cli_main([*configs, "--trainer.logger=false", *flags], run=False)
+    (monitor,) = [c for c in cli.trainer.callbacks if isinstance(c, ThroughputMonitor)]
+    assert monitor.batch_size_fn is samples_in_batch and monitor.kwargs["window_size"] == 20
+    step = {"syn": {"maps": torch.zeros(4, 43, 28, 28)}, "image": {"image": torch.zeros(3, 3, 224, 224)}}
+    assert samples_in_batch(step) == 7 and samples_in_batch({"poses": torch.zeros(5, 15, 3)}) == 5

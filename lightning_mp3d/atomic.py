@@ -1,6 +1,7 @@
-"""Atomic file output: write a uniquely named temporary file beside the target, then ``os.replace``, so a killed run
-leaves no half-written file and two writers of the same target never share a temporary file (the last complete one
-wins).
+"""Atomic file output: a uniquely named temporary file beside the target, then ``os.replace``.
+
+A killed run leaves no half-written file, and two writers of the same target never share a temporary file (the last
+complete one wins).
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ def unique_temporary(path: str | Path) -> Path:
 
 
 class PendingFile:
-    """A binary file written atomically over several calls (a shard that fills up across loop iterations), where one
-    ``with atomic_path(...)`` block does not fit: ``handle`` writes to a unique temporary file beside ``path``;
-    ``commit`` closes it and renames it onto ``path``; ``discard`` closes and removes it, leaving ``path`` as it was.
+    """A binary file written atomically over several calls, where one ``with atomic_path(...)`` block does not fit.
+
+    For example a shard that fills up across loop iterations: ``handle`` writes to a unique temporary file beside
+    ``path``; ``commit`` closes it and renames it onto ``path``; ``discard`` closes and removes it, leaving ``path`` as
+    it was.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -50,8 +53,9 @@ class PendingFile:
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a unique temporary path beside ``path`` (parents created); on success it replaces ``path``, on an
-    exception it is removed and ``path`` is left as it was.
+    """Yield a unique temporary path beside ``path`` (parents created).
+
+    On success it replaces ``path``; on an exception it is removed and ``path`` is left as it was.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -147,8 +147,9 @@ def read(path: str | Path, expect_stage: str | Sequence[str] | None = None, what
 
 
 def renamed_state_dict(stage: str, state_dict: dict[str, Any]) -> dict[str, Any]:
-    """``state_dict`` with the prefixes of sub-models renamed since ``stage`` wrote it (``RENAMED``) made current,
-    e.g. an AAE's ``decoder.*`` as ``pose_decoder.*``; the same dict when nothing was renamed.
+    """``state_dict`` with the sub-model prefixes renamed since ``stage`` wrote it (``RENAMED``) made current.
+
+    E.g. an AAE's ``decoder.*`` becomes ``pose_decoder.*``; the same dict comes back when nothing was renamed.
     """
     renamed = RENAMED.get(stage, {})
     if not any(k.split(".", 1)[0] in renamed for k in state_dict):
@@ -192,16 +193,19 @@ def add_stage_record(
     models: dict[str, dict[str, Any]],
     upstream: dict[str, str | Path | None] | None = None,
 ) -> None:
-    """``checkpoint[STAGE_KEY] = stage_record(...)`` relative to the folder of the trainer's ``ModelCheckpoint``
-    (every checkpoint of a run goes there), for a LightningModule's ``on_save_checkpoint``.
+    """``checkpoint[STAGE_KEY] = stage_record(...)``, for a LightningModule's ``on_save_checkpoint``.
+
+    Upstream paths are relative to the folder of the trainer's ``ModelCheckpoint`` (every checkpoint of a run goes
+    there).
     """
     folder = getattr(getattr(trainer, "checkpoint_callback", None), "dirpath", None)
     checkpoint[STAGE_KEY] = stage_record(stage, models, upstream, folder)
 
 
 def _resolve(stored: str, path: Path, record: dict[str, Any]) -> Path:
-    """An upstream path of ``record``: beside ``path`` (relative to its folder), else from the folder the checkpoint
-    was written in; a record older than FORMAT 2 gave it as the run's config did (from the current folder).
+    """An upstream path of ``record``: beside ``path`` (relative to its folder), else from the folder it was written in.
+
+    A record older than FORMAT 2 gave the path as the run's config did (from the current folder).
     """
     if record.get("format") != FORMAT:
         return Path(stored)

@@ -79,8 +79,10 @@ def derive_run_paths(trainer: Namespace) -> None:
 
 
 class StageCLI(LightningCLI):
-    """LightningCLI whose ``--config`` values may name the project's configs (``resolve_config``) and whose run
-    folder gives the logger's and the checkpoint's folders (``derive_run_paths``).
+    """LightningCLI that resolves the project's config names and derives folders from the run folder.
+
+    ``--config`` values may name the project's configs (``resolve_config``); the run folder gives the logger's and
+    the checkpoint's folders (``derive_run_paths``).
     """
 
     @override
@@ -98,9 +100,10 @@ class StageCLI(LightningCLI):
         self.config = parser.parse_args(args)
 
     def _parse_ckpt_path(self) -> None:
-        """``--ckpt_path`` resumes the *same* stage: LightningCLI rebuilds the model from the checkpoint's own class and
-        settings, so another stage's checkpoint would silently train that stage. Refuse it (and unreadable files)
-        before anything runs.
+        """Refuse a ``--ckpt_path`` of another stage (or an unreadable file) before anything runs.
+
+        ``--ckpt_path`` resumes the *same* stage: LightningCLI rebuilds the model from the checkpoint's own class and
+        settings, so another stage's checkpoint would silently train that stage.
         """
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
@@ -147,8 +150,9 @@ def cli_main(args: list[str] | None = None, run: bool = True) -> LightningCLI:
 
 
 def finish_wandb(exit_code: int = 0) -> None:
-    """Finish this process's W&B run, if one was started (rank 0), so that its history, summary and files are written
-    now; left to the interpreter's exit, an offline run was abandoned half-written (``HandleAbandonedError``).
+    """Finish this process's W&B run, if one was started (rank 0), so its history, summary and files are written now.
+
+    Left to the interpreter's exit, an offline run was abandoned half-written (``HandleAbandonedError``).
 
     ``wandb.teardown`` then stops W&B's service process, which flushes the run file: right after ``finish`` alone its
     exit record was missing from disk in 2 of 12 offline runs (the next run starts a new service, about a second).

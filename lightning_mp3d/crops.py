@@ -67,6 +67,7 @@ def person_crops(
         depth: (B, K) root depths, mm (stage 1's, or the truth in training).
         mask: (B, K) bool.
         crop_depth_mm: the depth at which a person appears in the crop at its true size (see the module header).
+        image_size: W, the side of the input images and of the crops, pixels.
     """
     if roots_px.shape[:-1] != depth.shape or mask.shape != depth.shape or roots_px.shape[-1] != 2:
         raise ValueError(
@@ -80,8 +81,10 @@ def person_crops(
 
 
 def crop_images(images: torch.Tensor, crops: PersonCrops) -> torch.Tensor:
-    """(B, C, W, W) images -> (N, C, W, W) crops: ``transforms.warp_images`` with the crops' transform, as one batched
-    ``grid_sample``; the sampling grid is built here (``affine_grid`` refuses N = 0, a batch where nobody was found).
+    """(B, C, W, W) images -> (N, C, W, W) crops, as one batched ``grid_sample``.
+
+    The same as ``transforms.warp_images`` with the crops' transform, but the sampling grid is built here
+    (``affine_grid`` refuses N = 0, a batch where nobody was found).
     """
     size = crops.image_size
     theta = crops.transform.theta.to(images.dtype)  # (N, 2, 3)

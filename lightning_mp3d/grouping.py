@@ -89,9 +89,10 @@ def find_peaks(heatmaps: torch.Tensor, *, threshold: float = 0.1, max_peaks: int
 
 
 def _magnitude(field: torch.Tensor) -> torch.Tensor:
-    """|field| over the last dim (2): ``field.norm(dim=-1)`` as torch's generic CPU reduction computes it on this
-    strided layout (squares summed in float, a correctly rounded sqrt), bit for bit, but elementwise and ~50x faster
-    there (the float ``Tensor.sqrt`` on CPU is SLEEF's, within 0.5 ulp but not always the rounded one).
+    """|field| over the last dim (2), bit for bit ``field.norm(dim=-1)`` on the CPU, but elementwise and ~50x faster.
+
+    It matches torch's generic CPU reduction on this strided layout (squares summed in float, a correctly rounded
+    sqrt); the float ``Tensor.sqrt`` on CPU is SLEEF's, within 0.5 ulp but not always the rounded one.
     """
     f = field.float()
     return (f[..., 0] * f[..., 0] + f[..., 1] * f[..., 1]).double().sqrt().to(field.dtype)
@@ -112,8 +113,13 @@ def score_limb_candidates(
 
     Args:
         paf: (..., 2, G, G) the limb's field (x, y); leading dims (B, or B x L for all limbs) are batch dims.
-        xy_a: (..., Ka, 2), xy_b: (..., Kb, 2) peak positions in grid units.
-        valid_a: (..., Ka), valid_b: (..., Kb) bool.
+        xy_a: (..., Ka, 2) peak positions of the limb's first joint, grid units.
+        xy_b: (..., Kb, 2) peak positions of its second joint, grid units.
+        valid_a: (..., Ka) bool, real peaks of ``xy_a``.
+        valid_b: (..., Kb) bool, real peaks of ``xy_b``.
+        num_samples: points sampled along each candidate segment.
+        min_dot: a sample supports the pair when the field's component along the segment exceeds this.
+        min_fraction: fewest supporting samples (a fraction of ``num_samples``) for the pair to be a candidate.
 
     Returns:
         (..., Ka, Kb) scores; -inf where the pair is not a candidate.
@@ -205,8 +211,9 @@ def _tree_tables(
     num_joints: int,
     device: torch.device,
 ) -> _Tree:
-    """Check that ``limbs`` is a tree listed parents first and build its index tables once per device (so grouping
-    itself copies nothing from the host).
+    """Check that ``limbs`` is a tree listed parents first and build its index tables once per device.
+
+    Cached, so grouping itself copies nothing from the host.
     """
     joint_limb, depth = [len(limbs)] * num_joints, [0] * num_joints
     for i, (a, b) in enumerate(limbs):
@@ -318,8 +325,12 @@ def select_people(
     """Keep people with a root and at least ``min_joints`` joints, strongest first, padded to ``max_people``.
 
     Args:
-        keypoints: (B, Q, J, 2) pixels; confidence: (B, Q, J).
-        root: root joint; fallback: two joints whose midpoint is the root when the root is missing.
+        keypoints: (B, Q, J, 2) pixels of Q candidate people.
+        confidence: (B, Q, J), 0 = joint missing; a person's strength is its sum.
+        root: root joint.
+        fallback: two joints whose midpoint is the root when the root is missing.
+        min_joints: fewest present joints of a kept person.
+        max_people: Pmax, people kept per image.
 
     Returns:
         :class:`GroupedPeople` with Pmax = max_people.
@@ -371,7 +382,9 @@ def group_people(
         max_people: Pmax.
         max_peaks: most peaks kept per joint.
         min_joints: fewest joints of a kept person.
-        num_samples, min_dot, min_fraction: PAF line-integral settings (see module doc).
+        num_samples: points sampled along each candidate limb (``score_limb_candidates``).
+        min_dot: PAF component along the limb above which a sample supports it.
+        min_fraction: fewest supporting samples, as a fraction, for a limb candidate.
 
     Returns:
         :class:`GroupedPeople` in input-image pixels. The pelvis is the tree root; a person whose pelvis peak is
@@ -407,7 +420,10 @@ def match_people_by_root(
     """Greedy matching of ground-truth people to predictions by root distance (closest pairs first).
 
     Args:
-        pred_roots: (B, Pp, 2), pred_mask: (B, Pp) bool; gt_roots: (B, Pg, 2), gt_mask: (B, Pg) bool.
+        pred_roots: (B, Pp, 2) predicted roots.
+        pred_mask: (B, Pp) bool, real predictions.
+        gt_roots: (B, Pg, 2) ground-truth roots, in the units of ``pred_roots``.
+        gt_mask: (B, Pg) bool, real ground-truth people.
         max_distance: pairs farther apart (same units as the roots) are never matched.
 
     Returns:

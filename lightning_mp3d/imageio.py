@@ -41,8 +41,10 @@ Number = float | torch.Tensor
 
 
 def decode_image(data: bytes, name: str) -> torch.Tensor:
-    """JPEG/PNG bytes -> (3, H, W) float RGB in [0, 1], upright (the EXIF orientation applied); 16-bit grayscale is
-    scaled by its bit depth. A ValueError naming ``name`` if unreadable or over ``MAX_IMAGE_PIXELS``.
+    """JPEG/PNG bytes -> (3, H, W) float RGB in [0, 1], upright (the EXIF orientation applied).
+
+    16-bit grayscale is scaled by its bit depth. A ValueError naming ``name`` if unreadable or over
+    ``MAX_IMAGE_PIXELS``.
     """
     try:
         with Image.open(io.BytesIO(data)) as im:
@@ -110,7 +112,7 @@ class Letterbox(NamedTuple):
         return torch.tensor(tuple(self), dtype=dtype)
 
     def _params(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """scale (*L, 1.., 1) and offset (*L, 1.., 2) shaped to broadcast over points (*L, ..., 2)."""
+        """The scale (*L, 1.., 1) and offset (*L, 1.., 2), shaped to broadcast over points (*L, ..., 2)."""
         if points.shape[-1:] != (2,):
             raise ValueError(f"points must be (..., 2) pixels (u, v), got {tuple(points.shape)}")
         scale, ox, oy = (torch.as_tensor(x, dtype=points.dtype, device=points.device) for x in self)

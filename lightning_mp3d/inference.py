@@ -58,7 +58,8 @@ def decode_people(
     Args:
         s: (B, 40, G, G) output of H.
         scene_decoder: M.
-        threshold, max_people: NMS settings (``roots.find_roots``).
+        threshold: minimum root probability of a person (``roots.find_roots``).
+        max_people: K, slots per image.
         subcell: sub-cell root pixels (the 3x3 centroid, ``peaks.subcell_offsets``) instead of cell centres.
     """
     size = scene_decoder.image_size
@@ -85,7 +86,11 @@ def refine_people(
     Args:
         images: (B, 3, W, W) the stage-1 input.
         stage1: stage 1's people on ``images``.
-        encoder: E (``encode``); refine_head: H'; scene_decoder: M.
+        encoder: E (``encode``).
+        refine_head: H'.
+        scene_decoder: M (its ``image_size`` is the crops' side).
+        threshold: minimum root probability of H' at the crop's root cell for its root depth to replace stage 1's.
+        crop_depth_mm: crop zoom (``crops.person_crops``; the refine stage's setting).
     """
     size = scene_decoder.image_size  # a Python int, also when traced
     crops = person_crops(stage1.roots_px, stage1.poses[..., 0, 2], stage1.mask, crop_depth_mm, size)
@@ -159,7 +164,7 @@ class PoseEstimator(nn.Module):
             return self.head(self.encoder.encode(images)).float()
 
     def forward(self, images: torch.Tensor) -> Prediction:
-        """images (B, 3, 224, 224) in [0, 1] -> Prediction."""
+        """Images (B, 3, 224, 224) in [0, 1] -> Prediction."""
         if images.ndim != 4 or images.shape[1] != 3 or images.shape[-1] != self.image_size:
             raise ValueError(f"images must be (B, 3, {self.image_size}, {self.image_size}), got {tuple(images.shape)}")
         s = self.scene(images)  # (B, 40, 14, 14)
@@ -292,6 +297,7 @@ class CUDAGraphEstimator:
             self.static_output = estimator(self.static_input)
 
     def __call__(self, images: torch.Tensor) -> Prediction:
+        """Replay the captured graph on ``images`` (B, 3, W, W) of the captured shape; the outputs are copies."""
         if tuple(images.shape) != self.shape:
             raise ValueError(f"this graph was captured for images of shape {self.shape}, got {tuple(images.shape)}")
         self.static_input.copy_(images)

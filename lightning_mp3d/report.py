@@ -115,7 +115,11 @@ def match_roots(pred_px: torch.Tensor, pred_mask: torch.Tensor, gt_px: torch.Ten
     """Hungarian matching of predicted to GT root pixels per image, pairs farther than ``max_px`` dropped.
 
     Args:
-        pred_px: (B, K, 2), pred_mask (B, K); gt_px (B, G, 2), gt_mask (B, G).
+        pred_px: (B, K, 2) predicted root pixels.
+        pred_mask: (B, K) bool, real predictions.
+        gt_px: (B, G, 2) GT root pixels.
+        gt_mask: (B, G) bool, real GT people.
+        max_px: farthest a matched pair may be apart, pixels.
 
     Returns:
         (B, G) long index of the matched prediction, -1 where the GT person is missed.
@@ -134,8 +138,10 @@ def match_roots(pred_px: torch.Tensor, pred_mask: torch.Tensor, gt_px: torch.Ten
 
 @torch.no_grad()
 def people_diagnostics(predictions: list, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
-    """Detection (root precision / recall within one cell, AP_root at 25 cm) and, on the detected people, the
-    learning diagnostics of ``metrics.diagnostics`` (root-relative MPJPE, canonical MPJPE, orientation, spread).
+    """Detection (root precision / recall within one cell, AP_root at 25 cm) and learning diagnostics.
+
+    The diagnostics are ``metrics.diagnostics``'s (root-relative MPJPE, canonical MPJPE, orientation, spread) on the
+    detected people.
     """
     from lightning_mp3d.metrics import APRoot
     from lightning_mp3d.metrics.diagnostics import pose_diagnostics
@@ -168,8 +174,9 @@ def people_diagnostics(predictions: list, batches: list[dict[str, torch.Tensor]]
 
 @torch.no_grad()
 def gt_root_diagnostics(estimator: torch.nn.Module, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
-    """The student's people decoded at the GT root pixels (perfect detection): its 3D pose quality on its own,
-    apart from the root heatmap (whose people come from the teacher's, with the teacher's false positives).
+    """The student's people decoded at the GT root pixels (perfect detection): its 3D pose quality on its own.
+
+    That is apart from the root heatmap, whose people come from the teacher's, with the teacher's false positives.
     """
     from lightning_mp3d.geometry import pixel_to_grid
     from lightning_mp3d.metrics.diagnostics import pose_diagnostics
@@ -191,7 +198,8 @@ def gt_root_diagnostics(estimator: torch.nn.Module, batches: list[dict[str, torc
 
 
 def reference_predictions(batches: list[dict[str, torch.Tensor]], name: str, knn_bank: int = 100_000) -> list:
-    """Predictions of a reference predictor on the GT people (perfect detection, GT roots and depths):
+    """Predictions of a reference predictor on the GT people (perfect detection, GT roots and depths).
+
     ``mean_pose`` (the test set's own mean root-relative pose) or ``knn_lifting`` (``baselines.KNNLifting``).
     """
     from lightning_mp3d.baselines import KNNLifting, mean_pose, mean_root_relative_pose

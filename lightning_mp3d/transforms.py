@@ -73,8 +73,10 @@ def rotation_transform(angle: torch.Tensor) -> SpatialTransform:
 
 
 def crop_transform(scale: torch.Tensor, centre: torch.Tensor) -> SpatialTransform:
-    """Crop a square of side ``scale`` (B,) (fraction of the image) centred at ``centre`` (B, 2) normalised, resized
-    to the full image.
+    """Crop a square and resize it to the full image.
+
+    The square has side ``scale`` (B,) (a fraction of the image side) and centre ``centre`` (B, 2) in normalised
+    coordinates.
     """
     theta = torch.zeros(scale.shape[0], 2, 3, dtype=scale.dtype, device=scale.device)
     theta[:, 0, 0] = theta[:, 1, 1] = scale
@@ -99,6 +101,8 @@ def random_spatial_transform(
         kinds: subset of ("flip", "crop", "rotate").
         crop_scale: range of the crop side as a fraction of the image side.
         max_angle_deg: rotation range in degrees.
+        dtype: of the returned transform (its draws are float64 on the CPU).
+        device: of the returned transform.
 
     Returns:
         SpatialTransform on ``device``.
@@ -126,6 +130,7 @@ def warp_images(images: torch.Tensor, transform: SpatialTransform) -> torch.Tens
 
     Args:
         images: (B, C, H, W).
+        transform: the T_s of every image.
 
     Returns:
         (B, C, H, W); samples from outside I are zero.
@@ -148,6 +153,7 @@ def transform_points(points: torch.Tensor, transform: SpatialTransform, image_si
 
     Args:
         points: (B, ..., 2) pixels (u, v) in I.
+        transform: the T_s of every image.
         image_size: square image side in pixels.
 
     Returns:

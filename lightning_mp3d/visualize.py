@@ -54,7 +54,9 @@ def draw_skeleton(
         joints: (15, 2) pixels for ``frame="image"``; (15, 3) millimetres for ``"camera"`` / ``"canonical"``.
         colour: matplotlib colour of every limb (unless ``limb_colours``).
         frame: "image", "camera" or "canonical" (see the module docstring).
-        lw, ls, alpha: line width, style and opacity.
+        lw: line width.
+        ls: line style.
+        alpha: opacity (None: matplotlib's default).
         limb_colours: 14 colours, one per limb of ``LIMBS`` (e.g. ``RIGHT_LEFT_COLOURS``).
         present: (15,) bool; a limb is drawn only when both its joints are present (default: all present).
         markers: also mark every joint with a small dot (2D).
@@ -106,7 +108,8 @@ def prediction_figure(
     Args:
         images: (B, 3, H, W) in [0, 1].
         prediction: anything with ``poses (B, K, 15, 3)``, ``keypoints (B, K, 15, 2)``, ``mask (B, K)``.
-        gt_2d: optional (B, G, 15, 2) pixels; gt_mask (B, G).
+        gt_2d: optional (B, G, 15, 2) pixels.
+        gt_mask: (B, G) bool, the real GT people of ``gt_2d``.
     """
     n = images.shape[0]
     fig = plt.figure(figsize=(3.2 * n, 6.4))
@@ -139,14 +142,17 @@ def student_figures(
     gt_mask: torch.Tensor,
     index: int = 0,
 ) -> tuple[plt.Figure, plt.Figure]:
-    """The student's validation pictures of image ``index``: 3D skeletons (prediction vs GT, camera frame) and a 2D
-    overlay (student, teacher, GT).
+    """The student's validation pictures of image ``index``: 3D skeletons and a 2D overlay.
+
+    The 3D figure shows the prediction vs the GT in the camera frame, the 2D one the student, the teacher and the GT.
 
     Args:
         images: (B, 3, H, W) in [0, 1].
         prediction: ``poses (B, K, 15, 3)``, ``keypoints (B, K, 15, 2)``, ``mask (B, K)`` (a ``Prediction``).
         teacher: ``keypoints (B, T, 15, 2)`` and ``mask (B, T)`` of the teacher's grouped people.
-        gt_poses: (B, G, 15, 3) camera mm; gt_2d: (B, G, 15, 2) px; gt_mask: (B, G) bool.
+        gt_poses: (B, G, 15, 3) camera mm.
+        gt_2d: (B, G, 15, 2) px.
+        gt_mask: (B, G) bool.
         index: the image drawn.
 
     Returns:
@@ -175,8 +181,10 @@ def student_figures(
 
 
 def teacher_figure(batches: dict[str, dict[str, torch.Tensor]]) -> plt.Figure:
-    """Per validation set and image: the image with GT (white) and grouped (colour) skeletons, the max over the
-    predicted heatmaps and the predicted PAF magnitude.
+    """Teacher validation figure: per set and image, the skeletons, the heatmaps' max and the PAF magnitude.
+
+    Each row shows the image with GT (white) and grouped (colour) skeletons, the max over the predicted heatmaps and
+    the predicted PAF magnitude.
 
     Args:
         batches: {set name: {``image (B, 3, H, W)``, ``gt (B, G, 15, 2)``, ``gt_mask (B, G)``, ``keypoints (B, K, 15,

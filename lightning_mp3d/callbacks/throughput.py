@@ -33,8 +33,10 @@ from lightning_mp3d.atomic import write_text_atomic
 
 
 def samples_in_batch(batch: Any) -> int:
-    """Samples in a training batch: a tensor's or a dict's leading size (``image``, ``maps`` or ``poses`` first), summed
-    over the sources of a CombinedLoader step (phase 1/2: the D_syn and the D_I batch).
+    """Samples in a training batch, summed over the sources of a CombinedLoader step.
+
+    A tensor's or a dict's leading size (``image``, ``maps`` or ``poses`` first); a phase-1/2 step counts both its
+    D_syn and its D_I batch.
     """
     if isinstance(batch, dict) and batch and all(isinstance(v, dict) for v in batch.values()):
         return sum(samples_in_batch(v) for v in batch.values())  # a CombinedLoader step: the samples of every source

@@ -47,7 +47,8 @@ SET_HERE = ("device",)  # set once for both inner modules, by this module's argu
 
 
 def init_options(cls: type, name: str, exclude: tuple[str, ...], **defaults: Any) -> type:
-    """A frozen dataclass ``name`` of ``cls``'s init arguments with their types and defaults, less ``exclude``;
+    """A frozen dataclass ``name`` of ``cls``'s init arguments with their types and defaults, less ``exclude``.
+
     ``defaults`` replaces some defaults. A config typed with it merges overlays key by key and refuses unknown keys.
     """
     hints = typing.get_type_hints(cls.__init__)

@@ -142,9 +142,10 @@ class DSynDataset(SeededBatchStream):
 
 
 def load_pose_bank(path: str | os.PathLike) -> torch.Tensor:
-    """D_syn's pose bank: the AAE's pose file reader (``datamodules.poses.load_pose_file``: ``.npz`` with ``poses``
-    and ``joint_order``, or a bare ``.npy``/``.pt`` array), so both stages see the same normalised poses: canonical,
-    (N, 15, 3) float32 millimetres, with the fixed bone lengths.
+    """D_syn's pose bank, read by the AAE's pose file reader so both stages see the same normalised poses.
+
+    The reader is ``datamodules.poses.load_pose_file`` (``.npz`` with ``poses`` and ``joint_order``, or a bare
+    ``.npy``/``.pt`` array); the poses are canonical, (N, 15, 3) float32 millimetres, with the fixed bone lengths.
     """
     from lightning_mp3d.datamodules.poses import load_pose_file
 

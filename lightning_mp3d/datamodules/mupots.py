@@ -111,7 +111,9 @@ def fit_intrinsics(annot2: np.ndarray, annot3: np.ndarray, valid: np.ndarray | N
     """Least-squares pinhole intrinsics from 2D/3D joint correspondences.
 
     Args:
-        annot2: (..., 17, 2) px. annot3: (..., 17, 3) mm, camera frame. valid: (...) bool people to use.
+        annot2: (..., 17, 2) px.
+        annot3: (..., 17, 3) mm, camera frame.
+        valid: (...) bool, the people to use (None: all).
 
     Returns:
         Intrinsics solving ``u = fx X/Z + cx`` and ``v = fy Y/Z + cy`` in the least-squares sense.

@@ -1,5 +1,4 @@
-"""Synthetic batches generated on the training device: the loader yields each batch's seed, the batch is made where
-the model is.
+"""Synthetic batches made on the training device: the loader yields only each batch's seed.
 
 The on-the-fly streams (``datamodules/streams.py``) draw batch ``i`` from a generator seeded by
 ``batch_seed(seed, split, rank, epoch, i)``. With ``device="cpu"`` (the default) the DataLoader (and its workers)
@@ -48,6 +47,7 @@ def deferred_batch(generator: torch.Generator) -> dict[str, int]:
 
 
 def is_deferred(batch: Any) -> bool:
+    """Whether ``batch`` is a deferred batch (``{"batch_seed": int}``) still to be made on the generation device."""
     return isinstance(batch, dict) and SEED_KEY in batch
 
 

@@ -60,8 +60,9 @@ def poses_to_canonical(poses: torch.Tensor, joint_order: str) -> torch.Tensor:
 
 
 def load_pose_file(path: str | Path, joint_order: str = "auto") -> torch.Tensor:
-    """Read a pose file (``.npz``, ``.npy``, ``.pt``; see the module docstring) as canonical poses (N, 15, 3) float32
-    mm with the fixed bone lengths.
+    """Read a pose file (``.npz``, ``.npy``, ``.pt``; see the module docstring) as canonical poses.
+
+    Returns (N, 15, 3) float32 millimetres with the fixed bone lengths.
     """
     path = Path(path)
     if not path.is_file():

@@ -58,6 +58,10 @@ class ImageFolderDataset(Dataset):
 
 
 def decode_shard_sample(sample: dict[str, Any], url: str, image_size: int, mode: str) -> dict[str, Any]:
+    """One raw webdataset sample of shard ``url`` -> the fitted image's fields, ``key`` and any ``.npy`` tensors.
+
+    A ValueError naming the shard and key if the sample holds no png/jpg image.
+    """
     key = sample["__key__"]
     ext = next((e for e in ("png", "jpg", "jpeg") if e in sample), None)
     if ext is None:

@@ -127,8 +127,10 @@ def write_tensor_shards(
 
 
 class AtomicShardWriter(wds.ShardWriter):
-    """``wds.ShardWriter`` whose shards appear only complete: each is written to a unique temporary file beside it and
-    renamed when it is closed; when the ``with`` block ends in an exception the partial shard is removed instead.
+    """``wds.ShardWriter`` whose shards appear only complete.
+
+    Each shard is written to a unique temporary file beside it and renamed when it is closed; when the ``with`` block
+    ends in an exception the partial shard is removed instead.
     """
 
     def __init__(self, pattern: str, **kwargs: object) -> None:
@@ -214,9 +216,12 @@ def tensor_shard_pipeline(
 
     Args:
         shards: see ``expand_shards``.
-        rank, world_size: explicit node split: rank r reads shards r, r + W, ... (then split by dataloader worker).
+        rank: this node's rank r in an explicit node split: it reads shards r, r + W, ... (then split by dataloader
+            worker).
+        world_size: W, the number of nodes sharing the shards.
         shardshuffle: shuffle the shard order (seeded by ``seed``).
         shuffle_buffer: >0 shuffles examples within a buffer of this size.
+        seed: seed of the shard order and example shuffles.
         batch_size: stack this many examples into a batch (dim 0 added); None yields single examples.
         partial: keep a last incomplete batch.
         keys: tensor names every sample must hold (None: those of the first sample read); a sample with other

@@ -39,8 +39,10 @@ REQUIRED_FIELDS = ("jointPositions", "cam_poses", "cam_intrinsics", "campose_val
 
 
 def load_sequence(path: str | Path) -> dict[str, np.ndarray | str]:
-    """One ``sequenceFiles/<split>/<sequence>.pkl`` -> ``name``, ``joints`` (N, A, 15, 3) mm camera frame,
-    ``joints_2d`` (N, A, 15, 2) px, ``valid`` (N, A) bool, ``K`` (3, 3).
+    """Read one ``sequenceFiles/<split>/<sequence>.pkl`` of 3DPW.
+
+    Returns ``name``, ``joints`` (N, A, 15, 3) mm camera frame, ``joints_2d`` (N, A, 15, 2) px, ``valid`` (N, A) bool
+    and ``K`` (3, 3).
     """
     path = Path(path)
     with path.open("rb") as f:

@@ -57,6 +57,7 @@ def root_position(roots_px: torch.Tensor, depth: torch.Tensor, intrinsics: Intri
     Args:
         roots_px: (..., 2) pixels (u, v).
         depth: (...) millimetres (z of the root).
+        intrinsics: the camera of the image ``roots_px`` lie in.
 
     Returns:
         (..., 3) millimetres.
@@ -77,6 +78,7 @@ def translate(p_r: torch.Tensor, roots_px: torch.Tensor, depth: torch.Tensor, in
         p_r: (..., J, 3) root-relative pose, millimetres, camera axes.
         roots_px: (..., 2) root pixel location (u, v) in the input image.
         depth: (...) absolute root depth, millimetres.
+        intrinsics: the camera of the input image.
 
     Returns:
         p_g (..., J, 3) millimetres.
@@ -89,6 +91,7 @@ def project(p_g: torch.Tensor, intrinsics: Intrinsics, min_depth: float = MIN_DE
 
     Args:
         p_g: (..., 3) millimetres (any number of leading dims, e.g. (B, P, J, 3)).
+        intrinsics: the camera projecting them.
         min_depth: depths are clamped to at least this many millimetres so points behind the camera stay finite.
 
     Returns:

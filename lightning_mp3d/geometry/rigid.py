@@ -101,6 +101,7 @@ def procrustes_align(source: torch.Tensor, target: torch.Tensor, scale: bool = T
         source: (..., J, 3) points, e.g. a predicted pose in millimetres.
         target: (..., J, 3) points of the same shape.
         scale: also fit an isotropic scale (PA-MPJPE uses True).
+        eps: added to the source's variance in the scale's denominator (finite for a source collapsed to a point).
 
     Returns:
         Alignment with the rotation (det +1, reflections excluded), translation, scale and aligned source.

@@ -62,8 +62,10 @@ def cycle_loss(
     """L_cyc of Eq. 1 with the pose term in units of ``pose_unit_mm``.
 
     Args:
-        p_c, p_c_hat: (..., 15, 3) canonical poses and their reconstructions FK(Ψ(Φ(T_L(p_c)))), millimetres.
-        phi, phi_hat: (..., Z) prior samples and their cycles Φ(Ψ(phi)).
+        p_c: (..., 15, 3) canonical poses, millimetres.
+        p_c_hat: (..., 15, 3) their reconstructions FK(Ψ(Φ(T_L(p_c)))), millimetres.
+        phi: (..., Z) prior samples.
+        phi_hat: (..., Z) their cycles Φ(Ψ(phi)).
         pose_unit_mm: millimetres per unit of the pose term (> 0).
     """
     if pose_unit_mm <= 0:

@@ -147,6 +147,8 @@ def root_heatmap_loss(
     Args:
         logits: (B, G, G) root logits.
         targets: (B, G, G) from ``roots.root_heatmap_targets``.
+        alpha: focal exponent: ``(1 - p)^alpha`` on positives, ``p^alpha`` on negatives (CenterNet's 2).
+        beta: exponent of the negatives' ``(1 - target)^beta`` reduction near a root (CenterNet's 4).
 
     Returns:
         Scalar.
@@ -190,8 +192,10 @@ def self_supervised_loss(
         keypoints_transformed: (B, N, 15, 2) px, the same people decoded from I' at T_s(roots).
         transform: the T_s that made I' (flip swaps left/right labels).
         mask: (B, N) bool, people whose transformed root is inside I' (see ``transformed_roots``).
-        depth, depth_transformed: (B, N) mm, root depths predicted for I and I' (only their ratio is used, without
-            gradient).
+        image_size: square image side of I and I', pixels.
+        depth: (B, N) mm, root depths predicted for I (only the ratio to ``depth_transformed`` is used, without
+            gradient); None: the plain 2D equivariance.
+        depth_transformed: (B, N) mm, root depths predicted for I'.
 
     Returns:
         Scalar mean absolute pixel error per coordinate (0 for the identity transform and identical inputs, and for a
@@ -217,6 +221,9 @@ def transformed_roots(
     Args:
         roots_px: (B, N, 2) px in I.
         mask: (B, N) bool.
+        transform: the T_s that made I'.
+        grid_size: side of the root grid of the cells returned.
+        image_size: square image side of I and I', pixels.
 
     Returns:
         (roots_px' (B, N, 2) px, root_cells' (B, N, 2) long (col, row), mask' (B, N): valid and inside I').

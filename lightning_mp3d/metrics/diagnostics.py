@@ -33,6 +33,7 @@ class PoseDiagnostics(NamedTuple):
 
     @property
     def spread_ratio(self) -> float:
+        """``spread_pred / spread_gt``: below 1 the predictions collapse towards a mean pose; NaN without GT spread."""
         return self.spread_pred / self.spread_gt if self.spread_gt > 0 else math.nan
 
 

@@ -176,14 +176,16 @@ class PoseMachine(nn.Module):
         return self.model1_1[:-1](feature), self.model1_2[:-1](feature)
 
     def stage1_heads(self, f1: torch.Tensor, f2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """conv5_5 of the L1 (``f1``) and L2 (``f2``) branches: (heatmaps (B, heatmap_channels, h, w), PAFs
-        (B, paf_channels, h, w)).
+        """conv5_5 of the L1 (``f1``) and L2 (``f2``) branches -> (heatmaps, PAFs).
+
+        Heatmaps (B, heatmap_channels, h, w) and PAFs (B, paf_channels, h, w).
         """
         return self.model1_2[-1](f2), self.model1_1[-1](f1)
 
     def stage2(self, heatmap1: torch.Tensor, paf1: torch.Tensor, feature: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Stage 2 on concat(stage-1 PAF, stage-1 heatmaps, backbone feature) (OpenPose's input order): (heatmaps,
-        PAFs).
+        """Stage 2 on concat(stage-1 PAF, stage-1 heatmaps, backbone feature) -> (heatmaps, PAFs).
+
+        The concatenation is in OpenPose's input order.
         """
         x = torch.cat((paf1, heatmap1, feature), 1)
         return self.model2_2(x), self.model2_1(x)

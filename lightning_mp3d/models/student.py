@@ -203,9 +203,7 @@ class SceneHead(nn.Module):
 
 
 def scene_head_args(v_channels: int, hparams: Mapping[str, Any]) -> dict[str, Any]:
-    """``SceneHead``'s arguments from a student stage's hyper-parameters (``h_width``, ``h_fc_channels``,
-    ``h_options``).
-    """
+    """``SceneHead``'s arguments from a student stage's ``h_width``, ``h_fc_channels`` and ``h_options``."""
     options = dict(hparams.get("h_options") or {})
     if "readout_dilations" in options:
         options["readout_dilations"] = tuple(options["readout_dilations"])
@@ -221,9 +219,11 @@ def build_scene_head(v_channels: int, hparams: Mapping[str, Any]) -> SceneHead:
 def student_model_args(
     v_channels: int, hparams: Mapping[str, Any], g: bool = True, detector: bool = False
 ) -> dict[str, dict[str, Any]]:
-    """Constructor arguments of the sub-models a student stage builds from its hyper-parameters, keyed by their
-    weights' prefix, as its checkpoints record them (``checkpoints.stage_record``): ``h`` (H), ``g`` (G, with ``g``),
-    ``detector`` (the refine stage's stage-1 H, with ``detector``) and ``scene_decoder`` (M less the frozen Psi).
+    """Constructor arguments of the sub-models a student stage builds from its hyper-parameters.
+
+    Keyed by their weights' prefix, as its checkpoints record them (``checkpoints.stage_record``): ``h`` (H), ``g``
+    (G, with ``g``), ``detector`` (the refine stage's stage-1 H, with ``detector``) and ``scene_decoder`` (M less the
+    frozen Psi).
     """
     args = {"h": scene_head_args(v_channels, hparams)}
     if g:

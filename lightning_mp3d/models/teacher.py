@@ -175,7 +175,8 @@ def coco_to_ours_maps(heatmaps: torch.Tensor, pafs: torch.Tensor) -> tuple[torch
       from the neck), magnitude sqrt(|A r| |A l|); pelvis -> l_hip is its negation.
 
     Args:
-        heatmaps: (B, 19, G, G); pafs: (B, 38, G, G).
+        heatmaps: (B, 19, G, G) OpenPose's COCO-18 + background heatmaps.
+        pafs: (B, 38, G, G) its 19 limb PAFs (x, y).
 
     Returns:
         (heatmaps (B, 15, G, G), pafs (B, 28, G, G)).
@@ -209,7 +210,8 @@ def coco_to_ours_people(keypoints: torch.Tensor, confidence: torch.Tensor) -> tu
     max face); missing without the neck or any face point).
 
     Args:
-        keypoints: (..., 18, 2); confidence: (..., 18), 0 = missing.
+        keypoints: (..., 18, 2) COCO-18 joints.
+        confidence: (..., 18), 0 = missing.
 
     Returns:
         (keypoints (..., 15, 2), confidence (..., 15)).

@@ -162,6 +162,8 @@ def range_tensors(
 
     Args:
         range_scale: in (0, 1]; 1 keeps the literature ranges.
+        dtype: of the tensors.
+        device: of the tensors.
 
     Returns:
         RangeTensors with (15,) tensors in radians; a wrapping theta range has ``theta_hi > pi``.
@@ -226,6 +228,8 @@ def sample_local_angles(
         n: number of poses.
         generator: torch.Generator on ``device`` (None: the global RNG).
         range_scale: in (0, 1], see the module header.
+        dtype: of the angles.
+        device: of the angles (and of ``generator``).
 
     Returns:
         LocalAngles (n, 15) radians. Neck and pelvis rows are 0; the derived l_hip / l_shoulder rows hold the angles
@@ -276,6 +280,8 @@ def sample_artificial_poses(
         n: number of poses.
         generator: torch.Generator on ``device`` (None: the global RNG).
         range_scale: in (0, 1]; shrinks every range (see the module header).
+        dtype: of the poses.
+        device: of the poses (and of ``generator``).
 
     Returns:
         (n, 15, 3) canonical poses in millimetres, pelvis at the origin, exact bone lengths.
@@ -341,8 +347,9 @@ def mirror_poses(poses: torch.Tensor) -> torch.Tensor:
 
 
 def _smooth_hinge(excess: torch.Tensor, delta: float) -> torch.Tensor:
-    """Huber-style hinge of a non-negative excess: 0 at 0, ``e^2 / (2 delta)`` below ``delta``, ``e - delta/2``
-    above (continuous first derivative; ``delta`` 0 gives the plain hinge ``e``).
+    """Huber-style hinge of a non-negative excess ``e``, with a continuous first derivative.
+
+    0 at 0, ``e^2 / (2 delta)`` below ``delta``, ``e - delta/2`` above; ``delta`` 0 gives the plain hinge ``e``.
     """
     if delta <= 0:
         return excess

@@ -23,6 +23,7 @@ def summarise(shards, *, max_people: int = 4) -> str:
 
     Args:
         shards: folder, glob, brace pattern or list of shard paths (``datamodules.dsyn.write_dsyn_shards``).
+        max_people: most people of a scene (the histogram's last bin).
     """
     from lightning_mp3d.datamodules.shards import tensor_shard_pipeline
 

@@ -91,9 +91,11 @@ def box_fragments(lo: torch.Tensor, hi: torch.Tensor, keep: torch.Tensor, height
     """Enumerate the pixels of per-item boxes.
 
     Args:
-        lo, hi: (N, 2) float box corners (x, y) in pixel-index units: pixels floor(lo) .. floor(hi), inclusive.
+        lo: (N, 2) float lower box corners (x, y) in pixel-index units: pixels floor(lo) .. floor(hi), inclusive.
+        hi: (N, 2) float upper box corners (x, y), likewise.
         keep: (N,) bool, items to enumerate at all.
-        height, width: image H and W; boxes are clipped to it.
+        height: image H; boxes are clipped to it.
+        width: image W; boxes are clipped to it.
 
     Returns:
         item (F,), x (F,), y (F,) long: the item and pixel column/row of every fragment.
@@ -145,9 +147,12 @@ def rasterize_bodies(
         image_size: H = W, pixels.
         intrinsics: camera; default ``Intrinsics.for_image(image_size)``.
         scale: (B, P) radius multiplier (default 1).
-        stripes: (B, P) stripe amplitude in [0, 1] (default 0); stripe_freq: (B, P) stripes per part.
+        stripes: (B, P) stripe amplitude in [0, 1] (default 0).
+        stripe_freq: (B, P) stripes per part.
         hairline: (B, P) head height (units of the head radius, from its centre) above which hair is drawn.
-        light: (B, 3) unit vector towards the light; ambient, diffuse: (B,) light intensities.
+        light: (B, 3) unit vector towards the light.
+        ambient: (B,) ambient light intensity (default 0.55).
+        diffuse: (B,) diffuse light intensity (default 0.45).
 
     Returns:
         BodyRaster(rgb (B, 3, H, W), owner (B, H, W), depth (B, H, W)).

@@ -126,17 +126,22 @@ def compose_scenes(
     Args:
         num_scenes: B.
         generator: torch.Generator on ``device`` (None: the global RNG).
-        min_people, max_people: people per scene, drawn uniformly in [min_people, max_people], both in 1..4.
+        min_people: fewest people per scene (the count is drawn uniformly in [min_people, max_people]), in 1..4.
+        max_people: most people per scene, in 1..4.
         poses: optional (N, 15, 3) bank of poses in millimetres to draw from with replacement (e.g. MoCap); they are
             brought to canonical poses with the fixed bone lengths by ``synth.poses.normalize_bone_lengths`` (as
             the AAE's pose loader does), so Ψ and M can reconstruct them. None: ``sample_artificial_poses``.
         pose_range_scale: ``range_scale`` of the artificial sampler (ignored with a bank).
-        yaw_range, pitch_range, roll_range: radians, uniform.
+        yaw_range: radians, uniform.
+        pitch_range: radians, uniform.
+        roll_range: radians, uniform.
         depth_range: root depth in millimetres, uniform.
         intrinsics: camera; default ``Intrinsics.for_image(image_size)``.
         image_size: square image side in pixels.
         grid_size: side of the root grid whose cells must be distinct (14 = H's output).
         margin_px: root pixels keep this distance from the image border.
+        dtype: of the scene tensors.
+        device: of the scene tensors (and of ``generator``).
 
     Returns:
         Scenes with P = max_people rows per scene.

@@ -111,7 +111,7 @@ class AAEPretraining(LightningModule):
         ]
 
     def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """phi ~ U[-1, 1]^Z: (n, Z) on the module's device."""
+        """Draw phi ~ U[-1, 1]^Z: (n, Z) on the module's device."""
         phi = torch.rand(
             n, self.hparams.embedding_dim, generator=generator, device=generator.device if generator else None
         )

@@ -245,8 +245,10 @@ class CrossModalStage(CrossModalPathways, LightningModule):
             self.log("train/lr", first.param_groups[0]["lr"], on_step=True)
 
     def run_optimizer(self, index: int, loss: torch.Tensor) -> None:
-        """toggle -> backward -> step -> zero_grad -> untoggle for optimizer ``index``; a non-finite loss stops the
-        run before the update (``NonFiniteError``), so the weights and ``last.ckpt`` stay finite.
+        """Toggle -> backward -> step -> zero_grad -> untoggle for optimizer ``index``.
+
+        A non-finite loss stops the run before the update (``NonFiniteError``), so the weights and ``last.ckpt`` stay
+        finite.
         """
         if not torch.isfinite(loss):
             raise NonFiniteError(

@@ -1,5 +1,7 @@
-"""Optimizer and schedule callables (LightningCLI's ``OptimizerCallable`` / ``LRSchedulerCallable``) as
-hyper-parameters that a ``torch.load(..., weights_only=True)`` checkpoint can hold.
+"""Optimizer and schedule callables as hyper-parameters that a weights-only checkpoint can hold.
+
+The callables are LightningCLI's ``OptimizerCallable`` / ``LRSchedulerCallable``; the checkpoint is read with
+``torch.load(..., weights_only=True)``.
 
 Under LightningCLI a system's ``hparams`` already hold the config (``{class_path, init_args}``); built from Python, they
 would hold the callable itself (a class or ``functools.partial``), which a weights-only load refuses to unpickle.
@@ -12,8 +14,10 @@ from typing import Any
 
 
 def callable_config(fn: Any) -> Any:
-    """``fn`` as ``{class_path, init_args}`` (a class or a ``functools.partial`` of one), a config as it is, else
-    its ``repr``.
+    """``fn`` as a weights-only-loadable hyper-parameter.
+
+    A class or a ``functools.partial`` of one becomes ``{class_path, init_args}``; a config stays as it is; anything
+    else becomes its ``repr``.
     """
     if fn is None or isinstance(fn, dict):
         return fn

@@ -43,7 +43,7 @@ class ImageTargets(NamedTuple):
 
 
 def _detach_depth(s: torch.Tensor) -> torch.Tensor:
-    """s with its depth channel (the last) cut from the graph."""
+    """The scene map ``s`` with its depth channel (the last) cut from the graph."""
     return torch.cat((s[:, :-1], s[:, -1:].detach()), 1)
 
 
@@ -52,8 +52,9 @@ class CrossModalPathways:
 
     @torch.no_grad()
     def teacher_targets(self, images: torch.Tensor) -> ImageTargets:
-        """v = E(I) and the teacher's people k_hat_q (``Teacher.group``, the same as ``teacher.grouped(images)``,
-        which the report scores) with one person per root cell.
+        """Compute v = E(I) and the teacher's people k_hat_q, with one person per root cell.
+
+        The people come from ``Teacher.group``, the same as ``teacher.grouped(images)``, which the report scores.
         """
         v = self.teacher.encode(images)
         people = self.teacher.group(v, **(self.hparams.grouping or {}))
@@ -98,8 +99,9 @@ class CrossModalPathways:
         return v, s, self.scene_decoder(s, batch["root_cells"], batch["mask"], batch["roots_px"])
 
     def recon_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Auto-encoding pathway: the reconstruction terms (summed as ``recon``, each also logged as
-        ``term_<name>``) and the root loss at the true roots.
+        """Auto-encoding pathway: the reconstruction terms and the root loss at the true roots.
+
+        The terms are summed as ``recon``, and each is also logged as ``term_<name>``.
         """
         _, s, scene = self.syn_scene(batch)
         terms = reconstruction_terms(scene, batch, self.hparams.recon_terms or {"recon": 1.0})
@@ -143,7 +145,7 @@ class CrossModalPathways:
         return losses
 
     def with_root(self, main: torch.Tensor, losses: dict[str, torch.Tensor], key: str) -> torch.Tensor:
-        """main + root_weight * losses[key] + any switched-on supervised losses."""
+        """Total loss: ``main + root_weight * losses[key]`` + any switched-on supervised losses."""
         total = main + self.hparams.root_weight * losses[key]
         for extra in ("sup_2d", "sup_3d"):
             if extra in losses:
@@ -151,6 +153,7 @@ class CrossModalPathways:
         return total
 
     def log_losses(self, losses: dict[str, torch.Tensor], batch_size: int) -> None:
+        """Log every loss as ``train/loss_<name>`` on the steps Lightning writes (``callbacks/step_logs.py``)."""
         if not logs_this_step(self):  # Lightning would not write them (callbacks/step_logs.py)
             return
         self.log_dict({f"train/loss_{k}": v.detach() for k, v in losses.items()}, batch_size=batch_size)

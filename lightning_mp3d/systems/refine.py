@@ -108,8 +108,10 @@ class Refinement(CrossModalStage):
 
     # ------------------------------------------------------------------------------------------------ crops
     def crop_targets(self, batch: dict[str, torch.Tensor], crops: PersonCrops) -> dict[str, torch.Tensor]:
-        """The ground truth of each crop's image, moved into the crop: every person whose root lies inside it (one
-        per root cell, the cropped person first), 3D in the crop's virtual camera, 2D in crop pixels.
+        """The ground truth of each crop's image, moved into the crop.
+
+        Every person whose root lies inside it (one per root cell, the cropped person first), 3D in the crop's virtual
+        camera, 2D in crop pixels.
         """
         size = crops.image_size
         poses = to_crop_camera(batch["poses"][crops.image], crops)  # (N, P, J, 3)
@@ -139,8 +141,9 @@ class Refinement(CrossModalStage):
         return out
 
     def image_crops(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """A D_I batch -> crops of the teacher's people (root depth from stage 1), with the GT moved into them when a
-        supervised switch needs it.
+        """A D_I batch -> crops of the teacher's people (root depth from stage 1).
+
+        The GT is moved into the crops when a supervised switch needs it.
         """
         images = batch["image"]
         with torch.no_grad():

@@ -77,8 +77,12 @@ def ap_root(
     precision-recall curve with the all-point monotone envelope.
 
     Args:
-        pred_roots: (B, P, 3) mm, camera frame. pred_scores: (B, P) confidence. pred_mask: (B, P) bool.
-        gt_roots: (B, G, 3) mm. gt_mask: (B, G) bool.
+        pred_roots: (B, P, 3) mm, camera frame.
+        pred_scores: (B, P) confidence.
+        pred_mask: (B, P) bool, real predictions.
+        gt_roots: (B, G, 3) mm, camera frame.
+        gt_mask: (B, G) bool, real ground-truth people.
+        threshold_mm: largest root distance of a true positive.
 
     Returns:
         () AP in [0, 1] (NaN without GT).

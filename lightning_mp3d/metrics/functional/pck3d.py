@@ -132,7 +132,8 @@ def pck3d(
     Args:
         people: the batch (``gt_poses``: ``univ_annot3`` for ``protocol="official"``, else ``annot3``).
         threshold: 150 mm (3DPCK_rel and the official absolute mode) or 250 mm (the paper's 3DPCK_abs).
-        mode: "relative" or "absolute". protocol: "official" (bone rescaling) or "plain".
+        mode: "relative" or "absolute".
+        protocol: "official" (bone rescaling) or "plain".
         match: how people are matched (default: the official 2D matching at 40 px).
         num_sequences: length of the per-sequence breakdown; ``people.sequence`` indexes it.
         joints: the scored joints (default MuPoTS 0..13 = all of ours but the pelvis).

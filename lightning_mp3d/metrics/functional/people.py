@@ -113,7 +113,7 @@ def matched_people(people: PeopleBatch, match: MatchSpec, num_sequences: int, po
 
 
 def ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
-    """num / den with NaN where den == 0."""
+    """The quotient ``num / den``, NaN where ``den == 0``."""
     return torch.where(den > 0, num / den.clamp(min=1e-12), torch.full_like(num, float("nan")))
 
 

@@ -186,6 +186,26 @@ def stage_record(
     return {"format": FORMAT, "stage": stage, "models": models, "upstream": stored, "folder": written}
 
 
+def write(path: str | Path, stage: str, modules: dict[str, nn.Module], models: dict[str, dict[str, Any]]) -> Path:
+    """Write plain modules as a minimal checkpoint of ``stage`` (no Lightning): what ``read`` and the loaders need.
+
+    For upstream checkpoints made without running their stage (untrained weights for tests and benchmarks).
+
+    Args:
+        path: the file to write.
+        stage: the stage's name.
+        modules: the sub-models, keyed by their weights' prefix in ``state_dict``.
+        models: their constructor keyword arguments under the same keys (``stage_record``'s ``models``).
+
+    Returns:
+        ``path`` as a ``Path``.
+    """
+    path = Path(path)
+    state_dict = {f"{name}.{k}": v for name, module in modules.items() for k, v in module.state_dict().items()}
+    torch.save({"state_dict": state_dict, STAGE_KEY: stage_record(stage, models)}, path)
+    return path
+
+
 def add_stage_record(
     checkpoint: dict[str, Any],
     trainer: Any,

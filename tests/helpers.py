@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from lightning_mp3d.checkpoints import STAGE_KEY, stage_record
+from lightning_mp3d import checkpoints
 from lightning_mp3d.cli import cli_main
 from lightning_mp3d.geometry import Intrinsics, translate
 from lightning_mp3d.models.aae import PoseDecoder
@@ -25,26 +25,17 @@ TEACHER_WIDTH = 0.0625
 
 def make_frozen_checkpoints(folder: Path) -> tuple[Path, Path]:
     """Write a stage-0 teacher checkpoint (``teacher.*`` weights) and an AAE checkpoint (``pose_decoder.*``), each with
-    the stage record its stage writes (``checkpoints.stage_record``)."""
+    the stage record its stage writes (``checkpoints.write``)."""
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     teacher = EmbeddedTeacher(width=TEACHER_WIDTH)
-    teacher_path = folder / "teacher.ckpt"
-    torch.save(
-        {
-            "state_dict": {f"teacher.{k}": v for k, v in teacher.state_dict().items()},
-            STAGE_KEY: stage_record("teacher", {"teacher": {"width": TEACHER_WIDTH, "peak_threshold": 0.1}}),
-        },
-        teacher_path,
+    teacher_args = {"width": TEACHER_WIDTH, "peak_threshold": 0.1}
+    teacher_path = checkpoints.write(
+        folder / "teacher.ckpt", "teacher", {"teacher": teacher}, {"teacher": teacher_args}
     )
     decoder = PoseDecoder(width=32, depth=2)
-    aae_path = folder / "aae.ckpt"
-    torch.save(
-        {
-            "state_dict": {f"pose_decoder.{k}": v for k, v in decoder.state_dict().items()},
-            STAGE_KEY: stage_record("aae", {"pose_decoder": decoder.config}),
-        },
-        aae_path,
+    aae_path = checkpoints.write(
+        folder / "aae.ckpt", "aae", {"pose_decoder": decoder}, {"pose_decoder": decoder.config}
     )
     return teacher_path, aae_path
 

@@ -111,6 +111,18 @@ def test_aae_checkpoints_from_before_psi_was_renamed_give_the_same_pose_decoder(
     assert set(resumed["state_dict"]) == {f"pose_decoder.{k}" for k in model.pose_decoder.state_dict()}
 
 
+def test_write_gives_a_checkpoint_that_read_rebuilds_exactly(tmp_path):
+    from lightning_mp3d.models.aae import PoseDecoder
+
+    torch.manual_seed(0)
+    psi = PoseDecoder(width=16, depth=1)
+    path = checkpoints.write(tmp_path / "aae.ckpt", "aae", {"pose_decoder": psi}, {"pose_decoder": psi.config})
+    ckpt = checkpoints.read(path, expect_stage="aae")
+    assert ckpt.stage == "aae" and ckpt.upstream == {} and ckpt.models == {"pose_decoder": psi.config}
+    phi = torch.rand(8, 32) * 2 - 1
+    torch.testing.assert_close(ckpt.build(PoseDecoder, "pose_decoder")(phi), psi(phi), rtol=0, atol=0)
+
+
 def test_checkpoints_module_does_not_import_lightning():
     code = "import sys, lightning_mp3d.checkpoints; assert not {'lightning', 'pytorch_lightning'} & set(sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -19,10 +19,26 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import torch
 
-from tests.helpers import make_frozen_checkpoints  # noqa: E402
+from lightning_mp3d import checkpoints
+from lightning_mp3d.models.aae import PoseDecoder
+from lightning_mp3d.models.teacher import EmbeddedTeacher
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def untrained_checkpoints(folder: Path, teacher_width: float = 0.0625) -> tuple[Path, Path]:
+    """A teacher and an AAE checkpoint with random weights, in their stages' format (``checkpoints.write``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    teacher = EmbeddedTeacher(width=teacher_width)
+    teacher_args = {"width": teacher_width, "peak_threshold": 0.1}
+    decoder = PoseDecoder(width=32, depth=2)
+    return (
+        checkpoints.write(folder / "teacher.ckpt", "teacher", {"teacher": teacher}, {"teacher": teacher_args}),
+        checkpoints.write(folder / "aae.ckpt", "aae", {"pose_decoder": decoder}, {"pose_decoder": decoder.config}),
+    )
 
 
 def run(devices: int, batches: int, accelerator: str, work: Path, teacher: Path, aae: Path, batch_size: int) -> dict:
@@ -79,7 +95,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        teacher, aae = make_frozen_checkpoints(work / "frozen")
+        teacher, aae = untrained_checkpoints(work / "frozen")
         results = [run(d, args.batches, args.accelerator, work, teacher, aae, args.batch_size) for d in args.devices]
     for r in results:
         print(json.dumps(r))

@@ -22,6 +22,14 @@ def generator() -> torch.Generator:
     return torch.Generator().manual_seed(0)
 
 
+@pytest.fixture
+def fake_fit(tmp_path, monkeypatch):
+    """``mp3d-pipeline``'s ``lightning fit`` subprocess replaced by a recorder (``tests.helpers.install_fake_fit``)."""
+    from tests.helpers import install_fake_fit  # lazily: most tests never import Lightning
+
+    return install_fake_fit(tmp_path, monkeypatch)
+
+
 @pytest.fixture(scope="module")
 def distill_checkpoint(tmp_path_factory):
     """A distill-stage ``last.ckpt`` after one tiny epoch from untrained frozen checkpoints (one per test module)."""

@@ -4,15 +4,21 @@
   stages through the ``lightning`` CLI entry (``cli_main``).
 - Metric tests: random plausible people and random metric batches (also used by ``ddp_metrics_script.py``).
 - Evaluation tests: the MuPoTS ground truth as the model sees it in its 224-px input camera.
+- Pipeline tests: a stand-in for the ``lightning fit`` subprocess that records its calls (``install_fake_fit``, the
+  ``fake_fit`` fixture of ``conftest.py``), and an in-process ``mp3d-pipeline`` run of the tiny preset.
 """
 
 from __future__ import annotations
 
+import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import torch
 
-from lightning_mp3d import checkpoints
+from lightning_mp3d import checkpoints, pipeline
 from lightning_mp3d.cli import cli_main
 from lightning_mp3d.geometry import Intrinsics, translate
 from lightning_mp3d.models.aae import PoseDecoder
@@ -136,3 +142,48 @@ def as_the_model_sees_it(b: dict) -> torch.Tensor:
     f_real = torch.sqrt(b["intrinsics"][:, None, 0] * b["intrinsics"][:, None, 1])  # (B, 1)
     depth = gt[..., ROOT, 2] * virtual.focal / (s * f_real)  # (B, G)
     return translate(gt - gt[..., ROOT : ROOT + 1, :], b["gt_2d_input"][..., ROOT, :], depth, virtual)
+
+
+FAKE_FIT = """
+import json, pathlib, sys
+args = sys.argv[1:]
+stage = next(pathlib.Path(a).stem.removeprefix("stage_") for a in args if a.endswith(".yaml"))
+with open("calls.jsonl", "a") as f:
+    f.write(json.dumps({"stage": stage, "args": args, "cwd": str(pathlib.Path.cwd())}) + "\\n")
+if stage == FAIL_STAGE:
+    sys.exit(3)
+ckpt = pathlib.Path("runs", stage, "checkpoints", "last.ckpt")
+ckpt.parent.mkdir(parents=True, exist_ok=True)
+ckpt.write_text("weights")
+"""
+
+
+def install_fake_fit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[], list[dict]]:
+    """Replace the `lightning` subprocess by a script; returns a reader of the recorded calls."""
+    script = tmp_path / "fake_fit.py"
+
+    def install(fail_stage: str | None = None) -> None:
+        script.write_text(f"FAIL_STAGE = {fail_stage!r}\n" + FAKE_FIT)
+
+    install()
+    monkeypatch.setattr(pipeline, "lightning_command", lambda: [sys.executable, str(script)])
+    work = tmp_path / "work"
+
+    def calls() -> list[dict]:
+        records = []
+        for path in sorted(work.rglob("calls.jsonl"), key=lambda p: len(p.parts)):  # the main chain first
+            records += [json.loads(line) for line in path.read_text().splitlines()]
+            path.unlink()
+        return records
+
+    calls.install = install
+    calls.work = work
+    work.mkdir()
+    return calls
+
+
+def run_pipeline(work: Path, *extra: str) -> None:
+    """``mp3d-pipeline`` in-process on the tiny preset in ``work``, without evaluation or W&B; asserts it succeeds."""
+    assert (
+        pipeline.main(["--preset", "tiny", "--workdir", str(work), "--skip-eval", "--wandb", "disabled", *extra]) == 0
+    )

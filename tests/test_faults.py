@@ -23,8 +23,7 @@ from pytorch_lightning import Callback
 from lightning_mp3d import pipeline
 from lightning_mp3d.callbacks.finite import NonFiniteError
 from lightning_mp3d.cli import cli_main
-from tests.helpers import make_frozen_checkpoints, run_stage
-from tests.test_pipeline import fake_fit, run  # noqa: F401 - fake_fit is a fixture
+from tests.helpers import make_frozen_checkpoints, run_pipeline, run_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL_AAE = """
@@ -176,26 +175,26 @@ def test_a_second_pipeline_on_the_same_workdir_is_refused_naming_the_holder(tmp_
         pass
 
 
-def test_a_stamp_does_not_vouch_for_a_checkpoint_rewritten_after_it(fake_fit):  # noqa: F811
-    run(fake_fit.work, "--stages=aae")
+def test_a_stamp_does_not_vouch_for_a_checkpoint_rewritten_after_it(fake_fit):
+    run_pipeline(fake_fit.work, "--stages=aae")
     fake_fit()
     ckpt = fake_fit.work / "runs" / "aae" / "checkpoints" / "last.ckpt"
     ckpt.write_text("weights of some other run")  # an orphan or a manual re-run wrote into the folder
-    run(fake_fit.work, "--stages=aae")
+    run_pipeline(fake_fit.work, "--stages=aae")
     assert [c["stage"] for c in fake_fit()] == ["aae"]  # retrained, not skipped
     assert any(".old-" in p.name for p in (fake_fit.work / "runs").iterdir())
 
 
-def test_the_pipeline_says_why_it_retrains_a_stage_killed_before_its_first_checkpoint(fake_fit, capsys):  # noqa: F811
+def test_the_pipeline_says_why_it_retrains_a_stage_killed_before_its_first_checkpoint(fake_fit, capsys):
     fake_fit.install(fail_stage="aae")
     with pytest.raises(subprocess.CalledProcessError):
-        run(fake_fit.work, "--stages=aae")
+        run_pipeline(fake_fit.work, "--stages=aae")
     fake_fit.install()
-    run(fake_fit.work, "--stages=aae")
+    run_pipeline(fake_fit.work, "--stages=aae")
     assert "aae: an interrupted run stopped before its first checkpoint" in capsys.readouterr().out
 
 
-def test_evaluation_with_nothing_to_evaluate_is_skipped_with_a_message(fake_fit, capsys):  # noqa: F811
+def test_evaluation_with_nothing_to_evaluate_is_skipped_with_a_message(fake_fit, capsys):
     assert pipeline.main(["--workdir", str(fake_fit.work), "--stages", "aae", "--wandb", "disabled"]) == 0
     assert "evaluation skipped" in capsys.readouterr().out
 
@@ -278,13 +277,13 @@ def test_ckpt_path_of_another_stage_or_a_broken_file_is_refused_before_anything_
     assert "truncated.ckpt' cannot be read (200 bytes): truncated, corrupt" in capsys.readouterr().err
 
 
-def test_a_stamp_of_the_older_pipeline_is_trusted_once_and_upgraded_with_the_hash(fake_fit):  # noqa: F811
-    run(fake_fit.work, "--stages=aae")
+def test_a_stamp_of_the_older_pipeline_is_trusted_once_and_upgraded_with_the_hash(fake_fit):
+    run_pipeline(fake_fit.work, "--stages=aae")
     fake_fit()
     stamp_path = fake_fit.work / "runs" / "aae" / "pipeline_stamp.json"
     stamp = json.loads(stamp_path.read_text())
     stamp_path.write_text(json.dumps({"stage": "aae", "fingerprint": stamp["fingerprint"], "seconds": 1.0}))
-    run(fake_fit.work, "--stages=aae")
+    run_pipeline(fake_fit.work, "--stages=aae")
     assert fake_fit() == []
     upgraded = json.loads(stamp_path.read_text())
     assert upgraded["status"] == "done" and upgraded["sha256"] == stamp["sha256"]

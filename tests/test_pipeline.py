@@ -1,72 +1,28 @@
 """The pipeline's skip / resume / retrain decisions, with a stand-in for `lightning fit` that records its calls."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 from lightning_mp3d import pipeline
-
-FAKE_FIT = """
-import json, pathlib, sys
-args = sys.argv[1:]
-stage = next(pathlib.Path(a).stem.removeprefix("stage_") for a in args if a.endswith(".yaml"))
-with open("calls.jsonl", "a") as f:
-    f.write(json.dumps({"stage": stage, "args": args, "cwd": str(pathlib.Path.cwd())}) + "\\n")
-if stage == FAIL_STAGE:
-    sys.exit(3)
-ckpt = pathlib.Path("runs", stage, "checkpoints", "last.ckpt")
-ckpt.parent.mkdir(parents=True, exist_ok=True)
-ckpt.write_text("weights")
-"""
-
-
-@pytest.fixture
-def fake_fit(tmp_path, monkeypatch):
-    """Replace the `lightning` subprocess by a script; returns a reader of the recorded calls."""
-    script = tmp_path / "fake_fit.py"
-
-    def install(fail_stage: str | None = None) -> None:
-        script.write_text(f"FAIL_STAGE = {fail_stage!r}\n" + FAKE_FIT)
-
-    install()
-    monkeypatch.setattr(pipeline, "lightning_command", lambda: [sys.executable, str(script)])
-    work = tmp_path / "work"
-
-    def calls() -> list[dict]:
-        records = []
-        for path in sorted(work.rglob("calls.jsonl"), key=lambda p: len(p.parts)):  # the main chain first
-            records += [json.loads(line) for line in path.read_text().splitlines()]
-            path.unlink()
-        return records
-
-    calls.install = install
-    calls.work = work
-    work.mkdir()
-    return calls
-
-
-def run(work: Path, *extra: str) -> None:
-    assert (
-        pipeline.main(["--preset", "tiny", "--workdir", str(work), "--skip-eval", "--wandb", "disabled", *extra]) == 0
-    )
+from tests.helpers import run_pipeline
 
 
 def test_first_run_trains_every_stage_in_order_then_everything_is_skipped(fake_fit):
-    run(fake_fit.work)
+    run_pipeline(fake_fit.work)
     assert [c["stage"] for c in fake_fit()] == list(pipeline.STAGES)
     for stage in pipeline.STAGES:
         stamp = json.loads((fake_fit.work / "runs" / stage / "pipeline_stamp.json").read_text())
         assert stamp["stage"] == stage and len(stamp["fingerprint"]) == 16
-    run(fake_fit.work)
+    run_pipeline(fake_fit.work)
     assert fake_fit() == []
 
 
 def test_a_changed_stage_retrains_it_and_everything_downstream_keeping_the_old_run(fake_fit):
-    run(fake_fit.work)
+    run_pipeline(fake_fit.work)
     fake_fit()
-    run(fake_fit.work, "--extra=distill:--model.init_args.optimizer.lr=0.5")
+    run_pipeline(fake_fit.work, "--extra=distill:--model.init_args.optimizer.lr=0.5")
     calls = fake_fit()
     assert [c["stage"] for c in calls] == ["distill", "phase1", "phase2", "refine"]
     assert "--model.init_args.optimizer.lr=0.5" in calls[0]["args"]
@@ -77,14 +33,14 @@ def test_a_changed_stage_retrains_it_and_everything_downstream_keeping_the_old_r
 def test_a_stage_killed_midway_resumes_from_last_ckpt(fake_fit):
     fake_fit.install(fail_stage="phase1")
     with pytest.raises(Exception):  # noqa: B017 - the subprocess failure surfaces as CalledProcessError
-        run(fake_fit.work)
+        run_pipeline(fake_fit.work)
     fake_fit()
     # phase1 left a checkpoint behind but no stamp, as a killed run does
     ckpt = fake_fit.work / "runs" / "phase1" / "checkpoints" / "last.ckpt"
     ckpt.parent.mkdir(parents=True)
     ckpt.write_text("partial")
     fake_fit.install()
-    run(fake_fit.work)
+    run_pipeline(fake_fit.work)
     calls = fake_fit()
     assert [c["stage"] for c in calls] == ["phase1", "phase2", "refine"]
     assert calls[0]["args"][-2:] == ["--ckpt_path", str(Path("runs/phase1/checkpoints/last.ckpt"))]
@@ -111,7 +67,7 @@ def test_bad_arguments_are_clear_errors(tmp_path):
 
 
 def test_ablation_seeds_and_supervised_rows_chain_from_the_main_run(fake_fit):
-    run(fake_fit.work, "--ablation", "--seeds", "2", "--supervised")
+    run_pipeline(fake_fit.work, "--ablation", "--seeds", "2", "--supervised")
     work = fake_fit.work
     by_folder: dict[str, list] = {}
     for c in fake_fit():
@@ -139,7 +95,7 @@ def test_ablation_seeds_and_supervised_rows_chain_from_the_main_run(fake_fit):
     assert (root / "runs" / "distill").resolve() == (work / "runs" / "distill").resolve()
     seed_main = work / "ablation" / "seed1" / "main" / "runs"
     assert not (seed_main / "phase1").is_symlink() and (seed_main / "phase2" / "checkpoints" / "last.ckpt").is_file()
-    run(fake_fit.work, "--ablation", "--seeds", "2", "--supervised")
+    run_pipeline(fake_fit.work, "--ablation", "--seeds", "2", "--supervised")
     assert fake_fit() == []
 
 

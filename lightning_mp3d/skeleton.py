@@ -87,9 +87,8 @@ JOINT_GROUPS: dict[str, tuple[int, ...]] = {
     "pelvis": (0,),
 }
 
-# MPI-INF-3DHP / MuPoTS-3D 17-joint order.
-MUPOTS17_JOINTS: tuple[str, ...] = (
-    "head_top",
+# MuPoTS-17 and COCO-18 agree on joints 1-13: the neck, then the right arm, left arm, right leg and left leg.
+_NECK_ARMS_LEGS: tuple[str, ...] = (
     "neck",
     "r_shoulder",
     "r_elbow",
@@ -103,35 +102,16 @@ MUPOTS17_JOINTS: tuple[str, ...] = (
     "l_hip",
     "l_knee",
     "l_ankle",
-    "pelvis",
-    "spine",
-    "head",
 )
+
+# MPI-INF-3DHP / MuPoTS-3D 17-joint order.
+MUPOTS17_JOINTS: tuple[str, ...] = ("head_top", *_NECK_ARMS_LEGS, "pelvis", "spine", "head")
 # ours = mupots17[..., MUPOTS17_TO_OURS, :]
 MUPOTS17_TO_OURS: tuple[int, ...] = (14, 1, 0, 2, 5, 3, 6, 4, 7, 8, 11, 9, 12, 10, 13)
 
 # OpenPose COCO-18 order (Cao et al.): 0 nose, 1 neck, 2-4 right arm, 5-7 left arm, 8-10 right leg,
 # 11-13 left leg, 14 r_eye, 15 l_eye, 16 r_ear, 17 l_ear.
-COCO18_JOINTS: tuple[str, ...] = (
-    "nose",
-    "neck",
-    "r_shoulder",
-    "r_elbow",
-    "r_wrist",
-    "l_shoulder",
-    "l_elbow",
-    "l_wrist",
-    "r_hip",
-    "r_knee",
-    "r_ankle",
-    "l_hip",
-    "l_knee",
-    "l_ankle",
-    "r_eye",
-    "l_eye",
-    "r_ear",
-    "l_ear",
-)
+COCO18_JOINTS: tuple[str, ...] = ("nose", *_NECK_ARMS_LEGS, "r_eye", "l_eye", "r_ear", "l_ear")
 # ours[k] = coco18[COCO18_TO_OURS[k]]; -1 marks joints COCO-18 lacks: the pelvis (mid-hip of COCO 8 and 11)
 # and the head top (derived from nose, eyes, ears and neck by the teacher's channel map).
 COCO18_TO_OURS: tuple[int, ...] = (-1, 1, -1, 2, 5, 3, 6, 4, 7, 8, 11, 9, 12, 10, 13)

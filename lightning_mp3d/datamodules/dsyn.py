@@ -31,15 +31,7 @@ from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader
 from typing_extensions import override
 
-from lightning_mp3d.datamodules.on_device import (
-    SEED_KEY,
-    check_device,
-    deferred_batch,
-    defers,
-    generation_device,
-    is_deferred,
-    seeded_generator,
-)
+from lightning_mp3d.datamodules import on_device
 from lightning_mp3d.datamodules.shards import tensor_shard_pipeline, write_tensor_shards
 from lightning_mp3d.datamodules.streams import EpochDataLoader, SeededBatchStream
 from lightning_mp3d.synth.maps import render_maps
@@ -116,12 +108,12 @@ class DSynDataset(SeededBatchStream):
             raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
         self.batch_size, self.world_size = batch_size, world_size
         self.scene_kwargs, self.map_kwargs = dict(scene_kwargs or {}), dict(map_kwargs or {})
-        self.device = check_device(device)
+        self.device = on_device.check_device(device)
 
     @override
     def make(self, generator: torch.Generator) -> dict[str, Any]:
-        if defers(self.device):
-            return deferred_batch(generator)
+        if on_device.defers(self.device):
+            return on_device.deferred_batch(generator)
         return make_dsyn_batch(self.batch_size, generator, scene_kwargs=self.scene_kwargs, map_kwargs=self.map_kwargs)
 
     def materialize(self, batch: dict[str, Any], device: torch.device | str) -> dict[str, torch.Tensor]:
@@ -129,7 +121,7 @@ class DSynDataset(SeededBatchStream):
         device = torch.device(device)
         return make_dsyn_batch(
             self.batch_size,
-            seeded_generator(batch[SEED_KEY], device),
+            on_device.seeded_generator(batch[on_device.SEED_KEY], device),
             scene_kwargs=self.scene_kwargs,
             map_kwargs=self.map_kwargs,
             device=device,
@@ -138,7 +130,7 @@ class DSynDataset(SeededBatchStream):
     def batch(self, index: int) -> dict[str, torch.Tensor]:
         """Batch ``index`` of the current epoch on this rank (deterministic; made on ``device`` when deferred)."""
         made = self.make(self.generator(index))
-        return self.materialize(made, generation_device(self.device)) if is_deferred(made) else made
+        return self.materialize(made, on_device.generation_device(self.device)) if on_device.is_deferred(made) else made
 
 
 def load_pose_bank(path: str | os.PathLike) -> torch.Tensor:
@@ -243,7 +235,7 @@ class DSynDataModule(LightningDataModule):
         device: str = "cpu",
     ) -> None:
         super().__init__()
-        check_device(device)
+        on_device.check_device(device)
         self.save_hyperparameters()
         self.scene_kwargs: dict[str, Any] = dict(
             min_people=min_people,
@@ -318,9 +310,9 @@ class DSynDataModule(LightningDataModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Make a deferred batch (its seed) on the generation device; other batches pass unchanged."""
-        if not is_deferred(batch):
+        if not on_device.is_deferred(batch):
             return batch
-        device = generation_device(self.hparams.device, self.trainer)
+        device = on_device.generation_device(self.hparams.device, self.trainer)
         if getattr(self, "_device_scene_kwargs", (None,))[0] != device:  # the pose bank moves once, not per batch
             kwargs = dict(self.scene_kwargs)
             if kwargs.get("poses") is not None:

@@ -26,15 +26,7 @@ from pytorch_lightning import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 from typing_extensions import override
 
-from lightning_mp3d.datamodules.on_device import (
-    SEED_KEY,
-    check_device,
-    deferred_batch,
-    defers,
-    generation_device,
-    is_deferred,
-    seeded_generator,
-)
+from lightning_mp3d.datamodules import on_device
 from lightning_mp3d.datamodules.real_images import ImageFolderDataset, ImageShardDataset
 from lightning_mp3d.datamodules.streams import EpochDataLoader, SeededBatchStream
 from lightning_mp3d.synth.batches import synthetic_batch, synthetic_batches
@@ -68,18 +60,18 @@ class SyntheticImageDataset(SeededBatchStream):
         super().__init__(batches, seed, split=split, rank=rank)
         get_style(style)  # validate early
         self.batch_size, self.style, self.image_size = batch_size, style, image_size
-        self.device = check_device(device)
+        self.device = on_device.check_device(device)
 
     @override
     def make(self, generator: torch.Generator) -> dict[str, Any]:
-        if defers(self.device):
-            return deferred_batch(generator)
+        if on_device.defers(self.device):
+            return on_device.deferred_batch(generator)
         return synthetic_batch(self.batch_size, self.style, generator, image_size=self.image_size)
 
     def materialize(self, batch: dict[str, Any], device: torch.device | str) -> dict[str, torch.Tensor]:
         """The batch of a deferred ``batch`` (``{"batch_seed": s}``) rendered on ``device``."""
         device = torch.device(device)
-        generator = seeded_generator(batch[SEED_KEY], device)
+        generator = on_device.seeded_generator(batch[on_device.SEED_KEY], device)
         return synthetic_batch(self.batch_size, self.style, generator, image_size=self.image_size, device=device)
 
 
@@ -140,7 +132,7 @@ class ImageDataModule(LightningDataModule):
         device: str = "cpu",
     ) -> None:
         super().__init__()
-        self.device = check_device(device)
+        self.device = on_device.check_device(device)
         for s in (style, *val_styles):
             get_style(s)
         self.save_hyperparameters()
@@ -205,6 +197,6 @@ class ImageDataModule(LightningDataModule):
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         """Render a deferred training batch (its seed) on the generation device; other batches pass unchanged."""
-        if not is_deferred(batch):
+        if not on_device.is_deferred(batch):
             return batch
-        return self.train_set.materialize(batch, generation_device(self.device, self.trainer))
+        return self.train_set.materialize(batch, on_device.generation_device(self.device, self.trainer))

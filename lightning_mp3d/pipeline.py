@@ -7,13 +7,9 @@ held-out target-domain images and writes ``results/`` (Markdown + JSON + PNG).
 All relative paths in the stage configs (``runs/<stage>/...``) resolve under ``--workdir`` (default: the current
 folder).
 
-Skipping and resuming: each stage's ``runs/<stage>/pipeline_stamp.json`` holds a fingerprint of everything that
-determines it (the text of its config files, the command-line overrides and the fingerprints of the stages it chains
-from) and its status: "running" from the moment it starts, "done" when it finished, then with the SHA-256 of the
-``checkpoints/last.ckpt`` it vouches for. On a re-run a stage is skipped when it is done, its fingerprint equals the
-new one and ``last.ckpt`` is still that file; an interrupted stage (status "running", same fingerprint) resumes with
-``--ckpt_path last.ckpt`` (the stages refresh ``last.ckpt`` while training and on SIGTERM); any other stage is retrained
-after its old folder is renamed (nothing a user produced is deleted), and the pipeline says why.
+Skipping and resuming: each stage's ``runs/<stage>/pipeline_stamp.json`` holds the fingerprint of everything that
+determines it and its status; ``chain.py`` decides from it whether a stage is skipped, resumed or retrained (after its
+old folder is renamed: nothing a user produced is deleted), and the pipeline says why.
 
 Processes: one pipeline per workdir (an exclusive lock on ``<workdir>/.mp3d-pipeline.lock``, held by the pipeline and
 its stage process; a second pipeline stops with an error naming the holder's PID). Each stage runs in its own process
@@ -27,8 +23,6 @@ import contextlib
 import ctypes
 import fcntl
 import functools
-import hashlib
-import json
 import os
 import shutil
 import signal
@@ -36,135 +30,28 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from jsonargparse import ArgumentParser, Namespace
 
-from lightning_mp3d.atomic import write_text_atomic
+from lightning_mp3d.chain import (
+    CONFIG_DIR,
+    PRESET_LAYERS,
+    PRESETS,
+    STAGES,
+    UPSTREAM,
+    StageRun,
+    file_sha256,
+    plan_action,
+    read_stamp,
+    stage_configs,
+    write_stamp,
+)
 from lightning_mp3d.commands import FLAG, command_parser
-
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # the packaged configs (a link to ../configs here)
-STAGES = ("teacher", "aae", "distill", "phase1", "phase2", "refine")
-UPSTREAM = {
-    "teacher": (),
-    "aae": (),
-    "distill": ("teacher", "aae"),
-    "phase1": ("distill",),
-    "phase2": ("phase1",),
-    "refine": ("phase2",),
-}
-PRESETS = ("tiny", "cpu", "paper")
-
-
-@dataclass
-class StageRun:
-    """One stage of the chain as the pipeline runs it."""
-
-    name: str
-    configs: list[Path]
-    overrides: list[str] = field(default_factory=list)
-    workdir: Path = Path(".")
-
-    @property
-    def folder(self) -> Path:
-        return self.workdir / "runs" / self.name
-
-    @property
-    def last_ckpt(self) -> Path:
-        return self.folder / "checkpoints" / "last.ckpt"
-
-    @property
-    def stamp_path(self) -> Path:
-        return self.folder / "pipeline_stamp.json"
-
-    def fingerprint(self, upstream: dict[str, str]) -> str:
-        digest = hashlib.sha256()
-        for path in self.configs:
-            digest.update(path.name.encode())
-            digest.update(path.read_bytes())
-        for item in self.overrides:
-            digest.update(item.encode())
-        for name in UPSTREAM[self.name]:
-            digest.update(f"{name}={upstream[name]}".encode())
-        return digest.hexdigest()[:16]
-
-
-PRESET_LAYERS = {"tiny": ("tiny",), "cpu": ("tiny", "cpu"), "paper": ()}  # override folders, applied in order
-
-
-def stage_configs(name: str, preset: str) -> list[Path]:
-    """The config files of a stage under a preset: the default YAML, then the preset's override layers (``cpu``
-    is the ``tiny`` preset with longer schedules on top, for the stages it lists: a stage it leaves alone has the
-    same configs, hence the same fingerprint, as under ``tiny``, so ``--preset cpu`` reuses it from a tiny run)."""
-    base = CONFIG_DIR / f"stage_{name}.yaml"
-    if not base.is_file():
-        raise FileNotFoundError(f"stage config {base} is missing")
-    configs = [base]
-    for k, layer in enumerate(PRESET_LAYERS.get(preset, (preset,))):
-        preset_file = CONFIG_DIR / layer / f"stage_{name}.yaml"
-        if preset_file.is_file():
-            configs.append(preset_file)
-        elif k == 0:  # the first layer is the preset itself; later ones may leave a stage as it is
-            raise FileNotFoundError(f"preset {preset!r} has no overrides for stage {name!r}: expected {preset_file}")
-    return configs
-
 
 LOCK_NAME = ".mp3d-pipeline.lock"
 STOP_GRACE_S = 120.0  # how long a stopped stage may take to save last.ckpt before it is killed
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def read_stamp(run: StageRun) -> dict:
-    """The stage's stamp record ({} when absent or unreadable)."""
-    try:
-        record = json.loads(run.stamp_path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-    return record if isinstance(record, dict) else {}
-
-
-def write_stamp(run: StageRun, fingerprint: str, status: str, seconds: float | None = None) -> None:
-    """Stamp the stage "running" (before it starts) or "done" (with the checkpoint it vouches for and its hash)."""
-    record: dict = {"stage": run.name, "fingerprint": fingerprint, "status": status, "pid": os.getpid()}
-    if status == "done":
-        record.update(
-            checkpoint=str(run.last_ckpt.relative_to(run.folder)),
-            sha256=file_sha256(run.last_ckpt),
-            seconds=round(seconds or 0.0, 1),
-        )
-    write_text_atomic(run.stamp_path, json.dumps(record, indent=2))
-
-
-def plan_action(run: StageRun, fingerprint: str) -> tuple[str, str]:
-    """('skip' | 'resume' | 'train', why) for a stage, from its checkpoint and stamp."""
-    stamp = read_stamp(run)
-    same = stamp.get("fingerprint") == fingerprint
-    has_ckpt = run.last_ckpt.is_file()
-    if stamp.get("status") == "done" and same and has_ckpt:
-        if stamp.get("sha256") == file_sha256(run.last_ckpt):
-            return "skip", f"checkpoint matches the config (fingerprint {fingerprint}); skipped"
-        return "train", f"{run.last_ckpt.name} is not the checkpoint its stamp vouches for (rewritten since)"
-    if "status" not in stamp and same and has_ckpt:  # stamped by an older pipeline, which kept no hash
-        return "skip", f"checkpoint matches the config (fingerprint {fingerprint}, older stamp); skipped"
-    if stamp.get("status") == "running" and same:
-        if has_ckpt:
-            written = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run.last_ckpt.stat().st_mtime))
-            return "resume", f"an interrupted run left {run.last_ckpt.name} (written {written}); resuming from it"
-        return "train", "an interrupted run stopped before its first checkpoint"
-    if not run.folder.exists():
-        return "train", "first run"
-    if not stamp:
-        return "train", "its folder holds no pipeline stamp (not a run of this pipeline, or from an older version)"
-    return "train", "its config or an upstream stage changed"
 
 
 @contextlib.contextmanager
@@ -215,6 +102,12 @@ def lightning_command() -> list[str]:
 
 
 def run_stage(run: StageRun, action: str, env: dict[str, str], lock_fd: int | None = None) -> None:
+    """Run one stage as a ``lightning fit`` subprocess in its own process group and wait for it.
+
+    ``action`` "resume" adds ``--ckpt_path`` to its ``last.ckpt``; the stage inherits ``lock_fd``. However the wait
+    ends (an interrupt too), the stage is stopped with ``stop_stage``. ``CalledProcessError`` when it fails,
+    ``RuntimeError`` when it wrote no ``last.ckpt``.
+    """
     cmd = [*lightning_command(), "fit"]
     for path in run.configs:
         cmd += ["--config", str(path)]
@@ -313,8 +206,10 @@ def run_variant(
     env: dict[str, str],
     lock_fd: int | None = None,
 ) -> dict[str, Path]:
-    """Train ``stages`` (name -> extra overrides, in chain order) in ``<workdir>/<folder>``, chained from the main
-    run's upstream stages (linked into its ``runs/``), so a variant differs from the main run only in its overrides.
+    """Train ``stages`` (name -> extra overrides, in chain order) in ``<workdir>/<folder>``, chained from the main run.
+
+    The main run's upstream stages are linked into the variant's ``runs/``, so a variant differs from the main run
+    only in its overrides.
 
     Returns each trained stage's checkpoint.
     """
@@ -414,6 +309,7 @@ def build_parser() -> ArgumentParser:
 
 
 def parse_args(argv: list[str] | None) -> Namespace:
+    """The ``mp3d-pipeline`` command line parsed by ``build_parser``."""
     return build_parser().parse_args(argv)
 
 
@@ -432,6 +328,7 @@ def parse_extra(items: list[str]) -> dict[str, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``mp3d-pipeline``: train, resume or skip each stage and the requested variants, then write the results table."""
     args = parse_args(argv)
     stages = tuple(s for s in args.stages.split(",") if s)
     unknown = [s for s in stages if s not in STAGES]
@@ -478,6 +375,37 @@ def main(argv: list[str] | None = None) -> int:
             seed_rows=seed_rows,
         )  # fmt: skip
     return 0
+
+
+__all__ = [
+    "ABLATION_ROWS",
+    "CONFIG_DIR",
+    "LOCK_NAME",
+    "PRESETS",
+    "PRESET_LAYERS",
+    "STAGES",
+    "STOP_GRACE_S",
+    "SUPERVISED_ROWS",
+    "StageRun",
+    "UPSTREAM",
+    "build_parser",
+    "execute",
+    "file_sha256",
+    "lightning_command",
+    "main",
+    "parse_args",
+    "parse_extra",
+    "plan_action",
+    "read_stamp",
+    "run_ablations",
+    "run_chain",
+    "run_stage",
+    "run_variant",
+    "stage_configs",
+    "stop_stage",
+    "workdir_lock",
+    "write_stamp",
+]
 
 
 if __name__ == "__main__":

@@ -96,6 +96,7 @@ def confined(out: Path, name: str) -> Path:
 
 
 def batched(samples: Iterator[dict[str, Any]], batch_size: int) -> Iterator[list[dict[str, Any]]]:
+    """Lists of ``batch_size`` consecutive samples; the last one may be shorter."""
     batch: list[dict[str, Any]] = []
     for sample in samples:
         batch.append(sample)
@@ -121,7 +122,9 @@ def batch_json(prediction, letterboxes: torch.Tensor, image_size: int, camera=No
     """The JSON records of a batch, from one host transfer (``inference.prediction_records``).
 
     Args:
-        prediction: the batch's Prediction; letterboxes: (B, 3) ``imageio.Letterbox`` per image.
+        prediction: the batch's Prediction.
+        letterboxes: (B, 3) ``imageio.Letterbox`` per image.
+        image_size: the side of the square input images, pixels (their virtual camera is ``Intrinsics.for_image``).
         camera: the real ``geometry.Intrinsics`` the poses are already in (None: each image's virtual camera).
     """
     from lightning_mp3d.inference import prediction_records
@@ -163,6 +166,7 @@ class TupleOutput(torch.nn.Module):
         self.estimator = estimator
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The estimator's Prediction on ``images`` as a tuple of its fields."""
         return tuple(self.estimator(images))
 
 
@@ -197,6 +201,7 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``mp3d-predict``: every readable input's JSON (and PNG); returns 1 when some input failed, else 0."""
     args = build_parser().parse_args(argv)
     camera = None
     if args.intrinsics is not None:

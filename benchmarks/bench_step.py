@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import importlib
 import json
 import os
 import platform
@@ -74,7 +75,14 @@ def stage_config(stage: str, preset: str) -> dict[str, Any]:
 
 
 def _init_args(config: dict[str, Any]) -> dict[str, Any]:
-    return dict(config["model"].get("init_args") or {})
+    """``model.init_args`` with the optimizer / schedule configs turned into callables, as LightningCLI does."""
+    args = dict(config["model"].get("init_args") or {})
+    for name in ("optimizer", "lr_scheduler", "disc_optimizer"):
+        spec = args.get(name)
+        if isinstance(spec, dict) and "class_path" in spec:
+            module, _, attr = spec["class_path"].rpartition(".")
+            args[name] = functools.partial(getattr(importlib.import_module(module), attr), **spec.get("init_args", {}))
+    return args
 
 
 # ------------------------------------------------------------------------------------------------------------ timing

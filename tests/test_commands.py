@@ -46,7 +46,8 @@ def test_argparse_spellings_parse_to_the_values_argparse_gave():
         "tiny", [], False, None, 1,
     )  # fmt: skip
     args = predict.build_parser().parse_args(COMMANDS["mp3d-predict"][2])
-    assert (args.aae_checkpoint, args.input, args.batch_size, args.threshold, args.fit) == ("007", "null", 2, 0.0, "crop")
+    got = (args.aae_checkpoint, args.input, args.batch_size, args.threshold, args.fit)
+    assert got == ("007", "null", 2, 0.0, "crop")
     assert all(getattr(args, k) is True for k in ("no_png", "refine", "no_channels_last", "bf16", "compile"))
     args = predict.build_parser().parse_args(["--checkpoint", "c", "--input", "i", "--out", "o", "--no-png", "false"])
     assert (args.no_png, args.refine, args.threshold, args.export, args.fit) == (False, False, None, None, "pad")

@@ -17,7 +17,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lightning_mp3d.grouping import GroupedPeople, Peaks, assemble, find_peaks, greedy_match, group_people
+from lightning_mp3d.grouping import (
+    GroupedPeople,
+    Peaks,
+    assemble,
+    find_peaks,
+    greedy_match,
+    group_people,
+    select_people,
+)
 from lightning_mp3d.models.teacher import COCO_LIMBS, COCO_NECK, COCO_PAF_CHANNELS, COCO_TREE, EmbeddedTeacher
 from lightning_mp3d.skeleton import JOINT_INDEX, LIMBS, NUM_JOINTS, NUM_LIMBS, ROOT
 from lightning_mp3d.synth.batches import synthetic_batch
@@ -200,48 +208,6 @@ def ref_assemble(
     return _RefAssembly(keypoints[:, :q], confidence[:, :q])
 
 
-def ref_select_people(
-    keypoints: torch.Tensor,
-    confidence: torch.Tensor,
-    *,
-    root: int,
-    fallback: tuple[int, int],
-    min_joints: int,
-    max_people: int,
-) -> GroupedPeople:
-    """Keep people with a root and at least ``min_joints`` joints, strongest first, padded to ``max_people``.
-
-    Args:
-        keypoints: (B, Q, J, 2) pixels; confidence: (B, Q, J).
-        root: root joint; fallback: two joints whose midpoint is the root when the root is missing.
-
-    Returns:
-        :class:`GroupedPeople` with Pmax = max_people.
-    """
-    present = confidence > 0
-    fa, fb = fallback
-    has_root = present[..., root]
-    has_fallback = present[..., fa] & present[..., fb]
-    mid = 0.5 * (keypoints[..., fa, :] + keypoints[..., fb, :])
-    roots = torch.where(has_root[..., None], keypoints[..., root, :], mid)
-    keep = (has_root | has_fallback) & (present.sum(-1) >= min_joints)
-    strength = torch.where(keep, confidence.sum(-1), torch.full_like(confidence[..., 0], -1.0))
-    p = min(max_people, strength.shape[1])
-    top, order = strength.topk(p, dim=1)  # (B, P)
-    mask = top >= 0
-    kp = keypoints.gather(1, order[..., None, None].expand(-1, -1, *keypoints.shape[2:]))
-    conf = confidence.gather(1, order[..., None].expand(-1, -1, confidence.shape[2]))
-    roots = roots.gather(1, order[..., None].expand(-1, -1, 2))
-    if p < max_people:
-        pad = max_people - p
-        kp, conf = F.pad(kp, (0, 0, 0, 0, 0, pad)), F.pad(conf, (0, 0, 0, pad))
-        roots, mask = F.pad(roots, (0, 0, 0, pad)), F.pad(mask, (0, pad))
-    m = mask[..., None]
-    conf = torch.where(m, conf, torch.zeros_like(conf))
-    kp = torch.where(m[..., None] & (conf[..., None] > 0), kp, torch.zeros_like(kp))
-    return GroupedPeople(kp, conf, mask, torch.where(m, roots, torch.zeros_like(roots)))
-
-
 def ref_group_people(
     heatmaps: torch.Tensor,
     pafs: torch.Tensor,
@@ -281,7 +247,7 @@ def ref_group_people(
     kw = {"num_samples": num_samples, "min_dot": min_dot, "min_fraction": min_fraction}
     asm = ref_assemble(peaks, pafs, LIMBS, channels, ROOT, **kw)
     fallback = (JOINT_INDEX["r_hip"], JOINT_INDEX["l_hip"])
-    return ref_select_people(
+    return select_people(  # unchanged by the batched rewrite: the package's own
         asm.keypoints * (image_size / grid),
         asm.confidence,
         root=ROOT,

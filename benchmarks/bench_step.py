@@ -179,15 +179,20 @@ def optimize(timer: Breakdown, opt: torch.optim.Optimizer, loss: torch.Tensor) -
         opt.zero_grad()
 
 
-def phase1_step(stage, opts, timer: Breakdown, syn, images) -> None:
-    """``Phase1Alignment.training_step``'s work: D_syn pathway (L_recon, then L_adapt), then D_I (L_distl)."""
-    from lightning_mp3d.systems.phase1 import ADAPT, DISTL, RECON
-
+def recon_pathway(stage, opt, timer: Breakdown, syn) -> None:
+    """The D_syn pathway both phases run first: L_recon (+ the root heatmap term), one optimizer step."""
     with timer.pathway("syn recon"):
         with timer.section("loss/other"):
             losses = stage.recon_losses(syn)
             loss = stage.with_root(losses["recon"], losses, "root_syn")
-        optimize(timer, opts[RECON], loss)
+        optimize(timer, opt, loss)
+
+
+def phase1_step(stage, opts, timer: Breakdown, syn, images) -> None:
+    """``Phase1Alignment.training_step``'s work: D_syn pathway (L_recon, then L_adapt), then D_I (L_distl)."""
+    from lightning_mp3d.systems.phase1 import ADAPT, DISTL, RECON
+
+    recon_pathway(stage, opts[RECON], timer, syn)
     with timer.pathway("syn adapt"):
         with timer.section("loss/other"):
             loss = stage.adapt_loss(syn)
@@ -204,11 +209,7 @@ def phase2_step(stage, opts, timer: Breakdown, syn, images, step: int) -> None:
     from lightning_mp3d.datamodules.streams import batch_seed
     from lightning_mp3d.systems.phase2 import RECON, SS
 
-    with timer.pathway("syn recon"):
-        with timer.section("loss/other"):
-            losses = stage.recon_losses(syn)
-            loss = stage.with_root(losses["recon"], losses, "root_syn")
-        optimize(timer, opts[RECON], loss)
+    recon_pathway(stage, opts[RECON], timer, syn)
     with timer.pathway("image ss"):
         with timer.section("loss/other"):
             stage._generator.manual_seed(batch_seed(stage.hparams.transform_seed, 0, step))

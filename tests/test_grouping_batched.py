@@ -221,22 +221,7 @@ def ref_group_people(
     min_dot: float = 0.05,
     min_fraction: float = 0.8,
 ) -> GroupedPeople:
-    """Group our 15-joint heatmaps and 14-limb PAFs into people.
-
-    Args:
-        heatmaps: (B, 15, G, G) in [0, 1].
-        pafs: (B, 28, G, G); limb k = ``skeleton.LIMBS[k]`` at channels 2k (x) and 2k + 1 (y).
-        image_size: S, the input image side in pixels (the grid covers [0, S]^2).
-        peak_threshold: minimum heatmap peak.
-        max_people: Pmax.
-        max_peaks: most peaks kept per joint.
-        min_joints: fewest joints of a kept person.
-        num_samples, min_dot, min_fraction: PAF line-integral settings (see module doc).
-
-    Returns:
-        :class:`GroupedPeople` in input-image pixels. The pelvis is the tree root; a person whose pelvis peak is
-        missing falls apart into fragments that have no root and are dropped.
-    """
+    """``grouping.group_people`` as it was before the batched rewrite (commit 4fa8fbd): the equality reference."""
     if heatmaps.ndim != 4 or heatmaps.shape[1] != NUM_JOINTS:
         raise ValueError(f"heatmaps must be (B, {NUM_JOINTS}, G, G), got {tuple(heatmaps.shape)}")
     if pafs.shape != (heatmaps.shape[0], 2 * NUM_LIMBS, *heatmaps.shape[2:]):

@@ -275,11 +275,34 @@ def test_ap_root_by_hand():
     gt = torch.tensor([[[0.0, 0.0, 4000.0], [1000.0, 0.0, 4000.0]]])
     pred = torch.tensor([[[10.0, 0.0, 4000.0], [5000.0, 0.0, 4000.0], [1100.0, 0.0, 4000.0]]])
     scores = torch.tensor([[0.9, 0.8, 0.7]])  # TP, FP, TP -> precision 1, 1/2, 2/3 at recall 1/2, 1/2, 1
-    ap = M.ap_root(pred, scores, torch.ones(1, 3, dtype=torch.bool), gt, torch.ones(1, 2, dtype=torch.bool))
+    roots = M.RootsBatch(pred, scores, torch.ones(1, 3, dtype=torch.bool), gt, torch.ones(1, 2, dtype=torch.bool))
+    ap = M.ap_root(roots)
     _close(ap, 0.5 * 1.0 + 0.5 * 2 / 3)
     metric = M.APRoot()
-    metric.update(pred, scores, torch.ones(1, 3, dtype=torch.bool), gt, torch.ones(1, 2, dtype=torch.bool))
+    metric.update(*roots)
     _close(metric.compute(), ap.item())
+    _close(M.ap_root(roots, threshold_mm=5.0), 0.0)  # the 10 mm and 100 mm hits are misses at 5 mm
+
+
+def test_ap_root_accumulated_batches_equal_one_call():
+    pred, _, pred_mask, gt, _, gt_mask, _ = _random_batch(6)
+    scores = torch.rand(pred.shape[:2], generator=torch.Generator().manual_seed(1))
+    roots = M.RootsBatch(pred[:, :, 0], scores, pred_mask, gt[:, :, 0], gt_mask)
+    metric = M.APRoot(threshold_mm=100.0)  # 60 mm-per-axis jitter: a mix of hits and misses
+    for half in (slice(0, 3), slice(3, 6)):
+        metric.update(*(x[half] for x in roots))
+    ap = M.ap_root(roots, threshold_mm=100.0)
+    assert 0.0 < ap.item() < 1.0
+    _close(metric.compute(), ap.item())
+
+
+def test_ap_root_bad_shapes_raise_value_errors_naming_the_input():
+    one, two = torch.ones(1, 3, dtype=torch.bool), torch.ones(1, 2, dtype=torch.bool)
+    roots = M.RootsBatch(torch.zeros(1, 3, 3), torch.zeros(1, 3), one, torch.zeros(1, 2, 3), two)
+    with pytest.raises(ValueError, match="pred_roots"):
+        M.ap_root(roots._replace(pred_roots=torch.zeros(1, 3, 2)))
+    with pytest.raises(ValueError, match="gt_mask"):
+        M.ap_root(roots._replace(gt_mask=torch.ones(1, 3, dtype=torch.bool)))
 
 
 def test_per_sequence_headline_is_mean_of_sequence_pcks():

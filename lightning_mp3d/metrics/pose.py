@@ -23,6 +23,7 @@ from torchmetrics.utilities import dim_zero_cat
 from lightning_mp3d.metrics.functional.ap_root import (
     AP_ROOT_THRESHOLD_MM,
     APRootStats,
+    RootsBatch,
     _ap_root_compute,
     _ap_root_update,
 )
@@ -224,8 +225,9 @@ class BoxIoU(_PersonMetric):
 class APRoot(Metric):
     """AP_root (RootNet): average precision of root localisation within ``threshold_mm`` (250 mm = 25 cm).
 
-    ``update(pred_roots (B, P, 3) mm, pred_scores (B, P), pred_mask (B, P), gt_roots (B, G, 3) mm, gt_mask (B, G))``.
-    States are per-prediction lists (``"cat"``) because AP needs the global confidence order.
+    ``update(pred_roots (B, P, 3) mm, pred_scores (B, P), pred_mask (B, P), gt_roots (B, G, 3) mm, gt_mask (B, G))``
+    takes the fields of a ``RootsBatch`` (``ap_root``'s input). States are per-prediction lists (``"cat"``) because
+    AP needs the global confidence order.
     """
 
     full_state_update = False
@@ -248,7 +250,8 @@ class APRoot(Metric):
         gt_mask: torch.Tensor,
     ) -> None:
         """Accumulate a batch of frames."""
-        s = _ap_root_update(pred_roots, pred_scores, pred_mask, gt_roots, gt_mask, self.threshold_mm)
+        roots = RootsBatch(pred_roots, pred_scores, pred_mask, gt_roots, gt_mask)
+        s = _ap_root_update(roots, threshold_mm=self.threshold_mm)
         self.scores.append(s.scores)
         self.true_positive.append(s.true_positive)
         self.num_gt += s.num_gt

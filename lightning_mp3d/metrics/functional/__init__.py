@@ -8,10 +8,11 @@
 - ``pck3d``, ``mpjpe`` (MPJPE and PA-MPJPE), ``pck2d`` (2D PCK and 2D-MPJPE), ``box_iou``, ``ap_root``: one file per
   metric. Each has ``_x_update`` (checks and sufficient statistics: sums and counts per sequence, float64),
   ``_x_compute`` (statistics -> a result NamedTuple) and the public ``x(people, ...)`` chaining both; the
-  ``torchmetrics.Metric`` classes in ``metrics/pose.py`` only declare those statistics as states.
+  ``torchmetrics.Metric`` classes in ``metrics/pose.py`` only declare those statistics as states. ``ap_root`` takes
+  roots and confidences instead of people: ``ap_root(RootsBatch(...))``.
 """
 
-from lightning_mp3d.metrics.functional.ap_root import AP_ROOT_THRESHOLD_MM, APRootStats, ap_root
+from lightning_mp3d.metrics.functional.ap_root import AP_ROOT_THRESHOLD_MM, APRootStats, RootsBatch, ap_root
 from lightning_mp3d.metrics.functional.box_iou import BoxIoUResult, BoxIoUStats, box_iou, box_iou_pairs, pose_boxes
 from lightning_mp3d.metrics.functional.matching import (
     MATCH_THRESHOLD_PX_224,
@@ -63,6 +64,7 @@ __all__ = [
     "PCK3DResult",
     "PCK3DStats",
     "PeopleBatch",
+    "RootsBatch",
     "ap_root",
     "auc",
     "box_iou",

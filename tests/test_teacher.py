@@ -50,6 +50,17 @@ def test_frozen_teacher_gets_no_gradient_but_its_input_does(images):
     assert parent["head"].weight.grad is not None
 
 
+def test_normalised_teacher_is_batch_independent_once_frozen(images):
+    teacher = EmbeddedTeacher(width=0.125, norm=True)
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in teacher.modules()) > 0
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in EmbeddedTeacher(width=0.125).modules())
+    teacher.train()
+    teacher.stages(images)  # a training forward moves the running statistics
+    teacher.freeze()
+    with torch.no_grad():  # eval-mode BatchNorm: an image's v does not depend on the rest of its batch
+        torch.testing.assert_close(teacher.encode(images[:1]), teacher.encode(images)[:1], rtol=1e-5, atol=1e-5)
+
+
 def _fake_stage0_checkpoint(path, teacher, width):
     state = {f"teacher.{k}": v for k, v in teacher.state_dict().items()}
     torch.save({"state_dict": state, "hyper_parameters": {"width": width, "peak_threshold": 0.2}}, path)

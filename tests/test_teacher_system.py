@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from lightning_mp3d.models.teacher import load_teacher
@@ -31,7 +32,8 @@ def test_stage_teacher_fast_dev_run_through_the_lightning_command(tmp_path):
     assert pngs, "no validation figure was written"
 
 
-def test_trained_checkpoint_loads_as_a_frozen_teacher(tmp_path):
+@pytest.mark.parametrize("norm", [False, True])
+def test_trained_checkpoint_loads_as_a_frozen_teacher(tmp_path, norm):
     from pytorch_lightning import Trainer
     from pytorch_lightning.callbacks import ModelCheckpoint
 
@@ -39,7 +41,7 @@ def test_trained_checkpoint_loads_as_a_frozen_teacher(tmp_path):
     from lightning_mp3d.systems.teacher import TeacherPretraining
 
     model = TeacherPretraining(
-        width=0.0625, optimizer=functools.partial(torch.optim.Adam, lr=1e-3), num_figure_images=0
+        width=0.0625, optimizer=functools.partial(torch.optim.Adam, lr=1e-3), num_figure_images=0, norm=norm
     )
     data = ImageDataModule(style="source", batch_size=2, batches_per_epoch=1, val_size=2)
     trainer = Trainer(
@@ -53,5 +55,6 @@ def test_trained_checkpoint_loads_as_a_frozen_teacher(tmp_path):
     )
     teacher = load_teacher(tmp_path / "checkpoints" / "last.ckpt")
     assert teacher.frozen and teacher.v_channels == model.teacher.v_channels
-    for a, b in zip(teacher.parameters(), model.teacher.parameters()):
-        assert torch.equal(a, b.detach().cpu())
+    assert teacher.norm == norm
+    for a, b in zip(teacher.state_dict().values(), model.teacher.state_dict().values(), strict=True):
+        assert torch.equal(a, b.detach().cpu())  # parameters and, with norm, BatchNorm's running statistics

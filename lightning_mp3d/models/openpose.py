@@ -92,7 +92,7 @@ def _is_last(name: str) -> bool:
     return name.startswith("conv5_5_CPM") or name.startswith("Mconv7")
 
 
-def _make_block(spec: list[tuple]) -> nn.Sequential:
+def _make_block(spec: list[tuple], norm: bool = False) -> nn.Sequential:
     layers: list[tuple[str, nn.Module]] = []
     for name, *conv in spec:
         if not conv:
@@ -101,6 +101,8 @@ def _make_block(spec: list[tuple]) -> nn.Sequential:
         cin, cout, k = conv
         layers.append((name, nn.Conv2d(cin, cout, kernel_size=k, stride=1, padding=k // 2)))
         if not _is_last(name):
+            if norm:
+                layers.append((f"bn_{name}", nn.BatchNorm2d(cout)))
             layers.append((f"relu_{name}", nn.ReLU()))
     return nn.Sequential(OrderedDict(layers))
 
@@ -133,6 +135,8 @@ class PoseMachine(nn.Module):
         width: multiplier of every hidden width (1.0 = OpenPose).
         paf_channels: outputs of the L1 branches (OpenPose: 38 = 19 limbs x 2).
         heatmap_channels: outputs of the L2 branches (OpenPose: 19 = 18 parts + background).
+        norm: BatchNorm after every hidden convolution, before its ReLU (as Lightweight OpenPose, Osokin 2018; our
+            addition for teachers trained from scratch, off in OpenPose and so for its weights).
     """
 
     def __init__(
@@ -140,6 +144,7 @@ class PoseMachine(nn.Module):
         width: float = 1.0,
         paf_channels: int = OPENPOSE_PAF_CHANNELS,
         heatmap_channels: int = OPENPOSE_HEATMAP_CHANNELS,
+        norm: bool = False,
     ) -> None:
         super().__init__()
         if not width > 0:
@@ -147,10 +152,11 @@ class PoseMachine(nn.Module):
         self.width = float(width)
         self.paf_channels = int(paf_channels)
         self.heatmap_channels = int(heatmap_channels)
+        self.norm = bool(norm)
         self.backbone_channels = scaled(128, width)
         self.branch_channels = scaled(512, width)
         for block, spec in _conv_specs(width, paf_channels, heatmap_channels, 2).items():
-            self.add_module(block, _make_block(spec))
+            self.add_module(block, _make_block(spec, norm))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

@@ -114,12 +114,14 @@ class EmbeddedTeacher(Teacher):
     Args:
         width: width multiplier of every hidden layer (1.0 = OpenPose widths).
         peak_threshold: default heatmap peak threshold of :meth:`grouped`.
+        norm: BatchNorm after every hidden convolution (``PoseMachine``'s ``norm``; our addition).
     """
 
-    def __init__(self, width: float = 0.125, peak_threshold: float = 0.1) -> None:
+    def __init__(self, width: float = 0.125, peak_threshold: float = 0.1, norm: bool = False) -> None:
         super().__init__()
-        self.net = PoseMachine(width, paf_channels=2 * NUM_LIMBS, heatmap_channels=NUM_JOINTS)
+        self.net = PoseMachine(width, paf_channels=2 * NUM_LIMBS, heatmap_channels=NUM_JOINTS, norm=norm)
         self.width = float(width)
+        self.norm = bool(norm)
         self.v_channels = 2 * self.net.branch_channels + self.net.backbone_channels
         self.grouping_kwargs = {"peak_threshold": peak_threshold}
 

@@ -16,7 +16,13 @@ from lightning_mp3d.geometry import (
     to_local,
     translate,
 )
-from lightning_mp3d.losses.cross_modal import RECON_TERMS, reconstruction_loss, reconstruction_terms
+from lightning_mp3d.losses.cross_modal import (
+    RECON_TERMS,
+    TERM_KEYS,
+    reconstruction_loss,
+    reconstruction_terms,
+    supervised_3d_loss,
+)
 from lightning_mp3d.metrics.diagnostics import pose_diagnostics, rotation_angle_deg
 from lightning_mp3d.models.scene_decoder import DecodedScene
 
@@ -68,6 +74,24 @@ def test_terms_weights_scale_and_zero_weights_are_skipped():
     assert set(three) == {"recon"} and torch.allclose(three["recon"], 3 * one["recon"])
     with pytest.raises(ValueError, match="unknown reconstruction terms"):
         reconstruction_terms(pred, b, {"mpjpe": 1.0})
+
+
+def test_full_supervision_uses_the_reconstruction_terms_and_names_missing_gt():
+    b = _batch()
+    pred = _decoded(b, depth=b["depth"].clamp_min(1.0) * 2)
+    assert set(TERM_KEYS) == set(RECON_TERMS)
+    # the paper's L_3D = |P_hat - P_gt| is the recon term alone
+    assert torch.equal(
+        supervised_3d_loss(pred, b, {"recon": 1.0}), reconstruction_loss(pred.poses, b["poses"], b["mask"])
+    )
+    weights = {"recon_rel": 1.0, "log_depth": 100.0, "canonical": 1.0}
+    torch.testing.assert_close(
+        supervised_3d_loss(pred, b, weights), sum(reconstruction_terms(pred, b, weights).values())
+    )
+    muco_like = {k: b[k] for k in ("poses", "roots_px", "root_cells", "mask")}  # 3D GT but no canonical pose
+    with pytest.raises(KeyError, match=r"\['canonical', 'depth'\]"):
+        supervised_3d_loss(pred, muco_like, weights)
+    supervised_3d_loss(pred, muco_like, {"recon": 1.0, "canonical": 0.0})  # a zero weight needs nothing
 
 
 def test_diagnostics_by_hand():

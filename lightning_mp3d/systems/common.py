@@ -58,7 +58,7 @@ class CrossModalStage(CrossModalPathways, LightningModule):
         root_threshold: NMS threshold (sigmoid probability) at inference/validation.
         max_people: root slots at inference.
         use_weak_2d: add L_2D against the GT 2D joints of D_I images (Ours-Ws); off for the unsupervised setting.
-        use_full_3d: add L_3D against the GT 3D poses of D_I images (Ours-Fs).
+        use_full_3d: add L_3D against the GT 3D of D_I images (Ours-Fs), with the terms of ``recon_terms``.
         use_recon: phase 1/2: train with L_recon on D_syn batches (ablation switch).
         use_adapt: phase 1: train G with L_adapt on D_syn batches (ablation switch).
         use_ss: phase 2: train H with L_ss on D_I batches (ablation switch).

@@ -89,7 +89,7 @@ class CrossModalPathways:
         if self.hparams.use_weak_2d:
             out["sup_2d"] = supervised_2d_loss(gt.keypoints, batch["joints_2d"], batch["visibility"], batch["mask"])
         if self.hparams.use_full_3d:
-            out["sup_3d"] = supervised_3d_loss(gt.poses, batch["poses"], batch["mask"])
+            out["sup_3d"] = supervised_3d_loss(gt, batch, self.hparams.recon_terms or {"recon": 1.0})
         return out
 
     def syn_scene(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, DecodedScene]:

@@ -49,6 +49,7 @@ from lightning_mp3d.metrics import (
     BoxIoU,
     MatchSpec,
     PeopleBatch,
+    RootsBatch,
 )
 from lightning_mp3d.skeleton import JOINT_GROUPS, ROOT
 
@@ -121,7 +122,7 @@ def evaluate(
         if "letterbox" in batch:  # predictions to the GT's full-resolution pixels
             pred_2d = Letterbox.from_tensor(batch["letterbox"].to(pred_2d)).to_original(pred_2d)
         gt, gt_2d, gt_mask, seq = batch["gt_poses"], batch["gt_2d"], batch["gt_mask"], batch.get("sequence")
-        ap.update(pred_poses[..., ROOT, :], confidence, pred_mask, gt[..., ROOT, :], gt_mask)
+        ap.update(RootsBatch(pred_poses[..., ROOT, :], confidence, pred_mask, gt[..., ROOT, :], gt_mask))
         gt_variants = {"annot3": gt, "univ_annot3": batch.get("gt_poses_univ", gt)}
         for metric in metrics.values():
             metric.update(

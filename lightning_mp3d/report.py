@@ -143,7 +143,7 @@ def people_diagnostics(predictions: list, batches: list[dict[str, torch.Tensor]]
     The diagnostics are ``metrics.diagnostics``'s (root-relative MPJPE, canonical MPJPE, orientation, spread) on the
     detected people.
     """
-    from lightning_mp3d.metrics import APRoot
+    from lightning_mp3d.metrics import APRoot, RootsBatch
     from lightning_mp3d.metrics.diagnostics import pose_diagnostics
 
     preds, gts, stats, ap = [], [], torch.zeros(3), APRoot()
@@ -153,7 +153,7 @@ def people_diagnostics(predictions: list, batches: list[dict[str, torch.Tensor]]
         rows = torch.arange(index.shape[0])[:, None]
         preds.append(out.poses[rows, index.clamp(min=0)][matched]), gts.append(b["gt_poses"][matched])
         stats += torch.tensor([float(out.mask.sum()), float(matched.sum()), float(b["gt_mask"].sum())])
-        ap.update(out.poses[..., 0, :], out.confidence, out.mask, b["gt_poses"][..., 0, :], b["gt_mask"])
+        ap.update(RootsBatch(out.poses[..., 0, :], out.confidence, out.mask, b["gt_poses"][..., 0, :], b["gt_mask"]))
     pred, gt = torch.cat(preds), torch.cat(gts)
     d = pose_diagnostics(pred[None], gt[None], torch.ones(1, pred.shape[0], dtype=torch.bool))
     n_pred, n_matched, n_gt = stats.tolist()

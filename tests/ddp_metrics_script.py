@@ -52,8 +52,8 @@ def main(out_path: str) -> None:
     pred, _, pred_mask, gt, _, gt_mask, _ = data
     scores = torch.linspace(1.0, 0.0, pred.shape[0] * pred.shape[1]).view(pred.shape[:2])
     ddp, ref = M.APRoot(), M.APRoot(sync_on_compute=False)
-    ddp.update(pred[shard][:, :, 0], scores[shard], pred_mask[shard], gt[shard][:, :, 0], gt_mask[shard])
-    ref.update(pred[:, :, 0], scores, pred_mask, gt[:, :, 0], gt_mask)
+    ddp.update(M.RootsBatch(pred[shard][:, :, 0], scores[shard], pred_mask[shard], gt[shard][:, :, 0], gt_mask[shard]))
+    ref.update(M.RootsBatch(pred[:, :, 0], scores, pred_mask, gt[:, :, 0], gt_mask))
     results["ap_root"] = [_flat(ddp.compute()), _flat(ref.compute())]
     if rank == 0:
         with open(out_path, "w") as f:

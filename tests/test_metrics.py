@@ -279,7 +279,7 @@ def test_ap_root_by_hand():
     ap = M.ap_root(roots)
     _close(ap, 0.5 * 1.0 + 0.5 * 2 / 3)
     metric = M.APRoot()
-    metric.update(*roots)
+    metric.update(roots)
     _close(metric.compute(), ap.item())
     _close(M.ap_root(roots, threshold_mm=5.0), 0.0)  # the 10 mm and 100 mm hits are misses at 5 mm
 
@@ -290,7 +290,7 @@ def test_ap_root_accumulated_batches_equal_one_call():
     roots = M.RootsBatch(pred[:, :, 0], scores, pred_mask, gt[:, :, 0], gt_mask)
     metric = M.APRoot(threshold_mm=100.0)  # 60 mm-per-axis jitter: a mix of hits and misses
     for half in (slice(0, 3), slice(3, 6)):
-        metric.update(*(x[half] for x in roots))
+        metric.update(M.RootsBatch(*(x[half] for x in roots)))
     ap = M.ap_root(roots, threshold_mm=100.0)
     assert 0.0 < ap.item() < 1.0
     _close(metric.compute(), ap.item())

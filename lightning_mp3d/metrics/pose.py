@@ -225,9 +225,8 @@ class BoxIoU(_PersonMetric):
 class APRoot(Metric):
     """AP_root (RootNet): average precision of root localisation within ``threshold_mm`` (250 mm = 25 cm).
 
-    ``update(pred_roots (B, P, 3) mm, pred_scores (B, P), pred_mask (B, P), gt_roots (B, G, 3) mm, gt_mask (B, G))``
-    takes the fields of a ``RootsBatch`` (``ap_root``'s input). States are per-prediction lists (``"cat"``) because
-    AP needs the global confidence order.
+    ``update(roots)`` takes a ``RootsBatch`` (``ap_root``'s input), as the person metrics take a ``PeopleBatch``.
+    States are per-prediction lists (``"cat"``) because AP needs the global confidence order.
     """
 
     full_state_update = False
@@ -241,16 +240,8 @@ class APRoot(Metric):
         self.add_state("true_positive", default=[], dist_reduce_fx="cat")
         self.add_state("num_gt", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(
-        self,
-        pred_roots: torch.Tensor,
-        pred_scores: torch.Tensor,
-        pred_mask: torch.Tensor,
-        gt_roots: torch.Tensor,
-        gt_mask: torch.Tensor,
-    ) -> None:
+    def update(self, roots: RootsBatch) -> None:
         """Accumulate a batch of frames."""
-        roots = RootsBatch(pred_roots, pred_scores, pred_mask, gt_roots, gt_mask)
         s = _ap_root_update(roots, threshold_mm=self.threshold_mm)
         self.scores.append(s.scores)
         self.true_positive.append(s.true_positive)

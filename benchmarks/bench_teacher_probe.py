@@ -5,6 +5,8 @@ an image than H can read from v = E(I). This probe measures that bound: it rende
 caches v = E(I) (or the teacher's maps F(E(I)), or maps rendered from the exact GT 2D), trains the tiny preset's H on
 them with the D_syn ground-truth terms at the true roots (the same ``reconstruction_terms`` and M as the stages), and
 reports root-relative / canonical MPJPE, orientation and spread at the GT roots of held-out images at fixed steps.
+It also scores the teacher's own grouped people on the held-out images (matched to GT by root pixel): how often each
+joint is found and how many people are closer to the left/right-swapped GT than to the GT (``teacher_2d``).
 ``--input gt_maps`` (the exact, left/right-labelled 2D as maps) and ``gt_maps_unlabelled`` (left and right merged,
 as a teacher that cannot tell them apart) are the references a better teacher would move towards. JSON to
 ``benchmarks/results/``.
@@ -28,7 +30,8 @@ from lightning_mp3d.models.aae import load_pose_decoder
 from lightning_mp3d.models.scene_decoder import SceneDecoder
 from lightning_mp3d.models.student import SceneHead
 from lightning_mp3d.models.teacher import Teacher, load_teacher
-from lightning_mp3d.skeleton import FLIP_PERM, LIMB_FLIP_PERM, NUM_JOINTS
+from lightning_mp3d.report import match_roots
+from lightning_mp3d.skeleton import FLIP_PERM, JOINTS, LIMB_FLIP_PERM, NUM_JOINTS
 from lightning_mp3d.synth.batches import synthetic_batches
 from lightning_mp3d.synth.maps import render_maps
 
@@ -53,6 +56,29 @@ def inputs_of(teacher: Teacher, batch: dict[str, torch.Tensor], kind: str) -> to
         return unlabelled(maps) if kind == "gt_maps_unlabelled" else maps
     v = teacher.encode(batch["image"])
     return torch.cat(teacher.decode(v), 1) if kind == "teacher_maps" else v
+
+
+@torch.no_grad()
+def teacher_2d(teacher: Teacher, style: str, num_images: int, seed: int) -> dict:
+    """The teacher's grouped people against the GT 2D: joints found per joint, left/right-swapped people."""
+    found, swapped, people = torch.zeros(NUM_JOINTS), 0, 0
+    for batch in synthetic_batches(num_images, style, seed, 32):
+        out = teacher.grouped(batch["image"])
+        index = match_roots(out.roots_px, out.mask, batch["roots_px"], batch["mask"])  # (B, G) -> prediction
+        matched = index >= 0
+        rows = torch.arange(index.shape[0])[:, None].expand_as(index)[matched]
+        pred, conf = out.keypoints[rows, index[matched]], out.confidence[rows, index[matched]]  # (N, 15, 2), (N, 15)
+        gt, seen = batch["joints_2d"][matched], conf > 0
+        err = ((pred - gt).norm(dim=-1) * seen).sum(-1)
+        err_swapped = ((pred - gt[:, list(FLIP_PERM)]).norm(dim=-1) * seen).sum(-1)
+        found += seen.sum(0)
+        swapped += int((err_swapped < err).sum())
+        people += int(matched.sum())
+    return {
+        "matched_people": people,
+        "left_right_swapped": swapped / max(people, 1),
+        "joints_found": dict(zip(JOINTS, (found / max(people, 1)).tolist(), strict=True)),
+    }
 
 
 def rendered_set(teacher: Teacher, kind: str, style: str, num_images: int, seed: int) -> dict[str, torch.Tensor]:
@@ -102,6 +128,9 @@ def main(argv: list[str] | None = None) -> dict:
     train = rendered_set(teacher, args.input, args.style, args.train_images, seed=1234)
     test = rendered_set(teacher, args.input, args.style, args.test_images, seed=999)
     setup_s = time.perf_counter() - start
+    found = teacher_2d(teacher, args.style, args.test_images, seed=999) if args.input in ("v", "teacher_maps") else None
+    if found is not None:
+        print(json.dumps({k: v for k, v in found.items() if k != "joints_found"}), flush=True)
     h = SceneHead(train["x"].shape[1], width=args.width, fc_channels=args.width, window=args.window)
     optimizer = torch.optim.Adam(h.parameters(), lr=args.lr)
     report_at = sorted(int(s) for s in args.steps.split(","))
@@ -120,6 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
             curve.append({"step": step, "seconds": time.perf_counter() - start, **evaluate(h, decoder, test)})
             print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in curve[-1].items()}), flush=True)
     out = {"args": vars(args), "setup_seconds": setup_s, "threads": torch.get_num_threads(), "curve": curve}
+    out["teacher_2d"] = found
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"teacher_probe_{args.name}.json"
     path.write_text(json.dumps(out, indent=2))

@@ -50,6 +50,11 @@ def _detach_depth(s: torch.Tensor) -> torch.Tensor:
 class CrossModalPathways:
     """Loss pathways of ``CrossModalStage`` (a mixin: it reads the stage's modules, hyper-parameters and logger)."""
 
+    @property
+    def recon_weights(self) -> dict[str, float]:
+        """The reconstruction terms of L_recon (D_syn) and L_3D (Ours-Fs): ``recon_terms``, or the paper's L1 alone."""
+        return self.hparams.recon_terms or {"recon": 1.0}
+
     @torch.no_grad()
     def teacher_targets(self, images: torch.Tensor) -> ImageTargets:
         """Compute v = E(I) and the teacher's people k_hat_q, with one person per root cell.
@@ -89,7 +94,7 @@ class CrossModalPathways:
         if self.hparams.use_weak_2d:
             out["sup_2d"] = supervised_2d_loss(gt.keypoints, batch["joints_2d"], batch["visibility"], batch["mask"])
         if self.hparams.use_full_3d:
-            out["sup_3d"] = supervised_3d_loss(gt, batch, self.hparams.recon_terms or {"recon": 1.0})
+            out["sup_3d"] = supervised_3d_loss(gt, batch, self.recon_weights)
         return out
 
     def syn_scene(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, DecodedScene]:
@@ -104,7 +109,7 @@ class CrossModalPathways:
         The terms are summed as ``recon``, and each is also logged as ``term_<name>``.
         """
         _, s, scene = self.syn_scene(batch)
-        terms = reconstruction_terms(scene, batch, self.hparams.recon_terms or {"recon": 1.0})
+        terms = reconstruction_terms(scene, batch, self.recon_weights)
         return {
             "recon": sum(terms.values()),
             **{f"term_{k}": v.detach() for k, v in terms.items()},

@@ -47,8 +47,9 @@ class TeacherPretraining(LightningModule):
         pck_threshold_px: 2D-PCK threshold (25 px in the paper).
         match_threshold_px: per-joint box half-size of the MuPoTS-style person matching on 224 px images.
         num_figure_images: images per validation set in the logged figure (0: none).
-        norm: BatchNorm after every hidden convolution of the teacher (our addition, off in OpenPose): a from-scratch
-            teacher trains much faster with it (Lightweight OpenPose does the same).
+        norm: BatchNorm after every hidden convolution of the teacher (our addition, off in OpenPose; Lightweight
+            OpenPose has it): the tiny from-scratch teacher reaches 2D-PCK 37% instead of 30% on source in 800 steps.
+            Under DDP each process normalises with its own batch statistics (no SyncBatchNorm).
     """
 
     def __init__(

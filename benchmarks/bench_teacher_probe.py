@@ -4,7 +4,8 @@ The student reads every image through the frozen teacher's E, so no loss (unsupe
 an image than H can read from v = E(I). This probe measures that bound: it renders images of one style with their GT,
 caches v = E(I) (or the teacher's maps F(E(I)), or maps rendered from the exact GT 2D), trains the tiny preset's H on
 them with the D_syn ground-truth terms at the true roots (the same ``reconstruction_terms`` and M as the stages), and
-reports root-relative / canonical MPJPE, orientation and spread at the GT roots of held-out images at fixed steps.
+reports root-relative / canonical MPJPE, orientation, spread and the median root-depth error at the GT roots of
+held-out images at fixed steps.
 It also scores the teacher's own grouped people on the held-out images (matched to GT by root pixel): how often each
 joint is found and how many people are closer to the left/right-swapped GT than to the GT (``teacher_2d``).
 ``--input gt_maps`` (the exact, left/right-labelled 2D as maps) and ``gt_maps_unlabelled`` (left and right merged,
@@ -94,15 +95,20 @@ def rendered_set(teacher: Teacher, kind: str, style: str, num_images: int, seed:
 @torch.no_grad()
 def evaluate(h: SceneHead, decoder: SceneDecoder, test: dict[str, torch.Tensor]) -> dict[str, float]:
     h.eval()
-    preds, gts = [], []
+    preds, gts, depth_errors = [], [], []
     for i in range(0, test["x"].shape[0], 64):
         b = {k: v[i : i + 64] for k, v in test.items()}
         scene = decoder(h(b["x"].float()), b["root_cells"], b["mask"], b["roots_px"])
         preds.append(scene.poses[b["mask"]]), gts.append(b["poses"][b["mask"]])
+        depth_errors.append((scene.depth - b["depth"])[b["mask"]].abs())
     h.train()
     pred, gt = torch.cat(preds), torch.cat(gts)
     d = pose_diagnostics(pred[None], gt[None], torch.ones(1, pred.shape[0], dtype=torch.bool))
-    return {**d._asdict(), "spread_ratio": d.spread_ratio}
+    return {
+        **d._asdict(),
+        "spread_ratio": d.spread_ratio,
+        "root_depth_error_median": float(torch.cat(depth_errors).median()),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -123,3 +123,33 @@ def test_styles_differ_in_appearance_and_pose_distribution():
     assert s_kw["depth_range"][1] < t_kw["depth_range"][1]
     depth = src["depth"][src["mask"]]
     assert depth.max() <= s_kw["depth_range"][1] + 1e-3
+
+
+def test_the_front_shows_a_face_and_a_v_neckline_and_the_back_does_not():
+    """The body's front/back cues: a face (not hair) and skin in the V neckline only for a person facing the camera."""
+    from lightning_mp3d.synth.raster import rasterize_bodies
+
+    shirt, skin = torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 1.0, 0.0])
+    colours = torch.stack((shirt, torch.tensor([0.0, 0.0, 1.0]), skin, skin, torch.tensor([0.2, 0.2, 0.2]), shirt))
+    chest_skin, face_skin = {}, {}
+    for yaw in (0.0, math.pi):
+        p_r = rotate(_standing(), euler_to_sincos(torch.tensor([yaw, 0.0, 0.0]))).view(1, 1, 15, 3)
+        p_g = translate(p_r, torch.tensor([[[112.0, 112.0]]]), torch.tensor([[2500.0]]), K)
+        uv = project(p_g, K)
+        raster = rasterize_bodies(p_g, uv, torch.ones(1, 1, dtype=torch.bool), colours.view(1, 1, 6, 3),
+                                  ambient=torch.ones(1), diffuse=torch.zeros(1))  # fmt: skip
+        # the chest: between the shoulders, from the neck to a third of the way down to the pelvis
+        (u_r, _), (u_l, _) = uv[0, 0, 3].tolist(), uv[0, 0, 4].tolist()
+        v_neck, v_pelvis = uv[0, 0, 1, 1].item(), uv[0, 0, 0, 1].item()
+        rows = slice(int(v_neck), int(v_neck + (v_pelvis - v_neck) / 3))
+        cols = slice(int(min(u_r, u_l)), int(max(u_r, u_l)) + 1)
+        pixels = raster.rgb[0, :, rows, cols].flatten(1).T
+        on_body = raster.owner[0, rows, cols].flatten() == 0
+        chest_skin[yaw] = int((pixels[on_body] - skin).abs().amax(-1).lt(1e-6).sum())
+        assert on_body.all()  # the chest is covered by this person's body in both views
+        v_head = uv[0, 0, 2, 1].item()
+        face = raster.rgb[0, :, int(v_head) - 10 : int(v_neck + 0.62 * (v_head - v_neck))].flatten(1).T  # upper head
+        face_skin[yaw] = int((face - skin).abs().amax(-1).lt(1e-6).sum())
+    # yaw 0 faces the camera (test_geometry's convention), yaw pi turns the back to it
+    assert chest_skin[0.0] >= 20 and chest_skin[math.pi] == 0, chest_skin
+    assert face_skin[0.0] >= 10 and face_skin[math.pi] == 0, face_skin

@@ -2,10 +2,11 @@
 
 Bodies are built from the camera-centric 3D skeleton: 14 limb capsules whose radius follows perspective
 (``r_px = f R_mm / z``), a head sphere (face or hair, depending on whether the person faces the camera) and a
-torso quad (two triangles over the shoulders and hips). A per-pixel z-buffer over every (person, part) orders the
-surfaces, so nearer people occlude farther ones. Pixel (row i, col j) has its centre at (j + 0.5, i + 0.5) as in
-``geometry/camera.py``; 3D in millimetres, camera axes x right / y down / z forward. Pure tensor code: no Lightning
-import.
+torso quad (two triangles over the shoulders and hips); a shirt's V neckline shows skin on the chest of a person
+facing the camera, so that the front and the back differ by more than the few pixels of a face. A per-pixel
+z-buffer over every (person, part) orders the surfaces, so nearer people occlude farther ones. Pixel (row i, col j)
+has its centre at (j + 0.5, i + 0.5) as in ``geometry/camera.py``; 3D in millimetres, camera axes x right / y down /
+z forward. Pure tensor code: no Lightning import.
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ _CAPSULES: tuple[tuple[int, int, float, float, float, int], ...] = (
 )
 _TORSO_TRIANGLES = ((3, 4, 10), (3, 10, 9))  # r_shoulder, l_shoulder, l_hip, r_hip
 _TORSO_FRONT_MM = 60.0  # the torso surface sits this far in front of the joint plane
+# The shirt's V neckline (skin, front only): it reaches this far down the torso (0 shoulders, 1 hips) and is this
+# wide on each side of the centre at the top (torso: fraction of the shoulder-to-shoulder width; spine: its radius).
+_NECKLINE_DEPTH = 0.35
+_NECKLINE_HALF_WIDTH = 0.22
+_NECKLINE_SPINE_HALF_WIDTH = 0.8
 _HEAD_CENTRE = 0.62  # head sphere centre along neck -> head top
 _HEAD_RADIUS_MM = 105.0
 NUM_SLOTS = 6  # shirt, pants, skin, forearm, hair, stripe colour
@@ -177,8 +183,8 @@ def rasterize_bodies(
 
     # facing direction: normal of (r_shoulder, l_shoulder, hip centre) towards the front of the body
     hip_mid = 0.5 * (poses[:, :, 9] + poses[:, :, 10])
-    front = torch.linalg.cross(poses[:, :, 4] - poses[:, :, 3], hip_mid - poses[:, :, 3], dim=-1)
-    # right-to-left x shoulder-to-hip points out of the chest for a person in our canonical frame
+    front = torch.linalg.cross(hip_mid - poses[:, :, 3], poses[:, :, 4] - poses[:, :, 3], dim=-1)
+    # shoulder-to-hip x right-to-left shoulder points out of the chest (canonical frame: -Z x Y = X, the front)
     front = front / front.norm(dim=-1, keepdim=True).clamp(min=1e-6)
     facing = front[..., 2] < 0.0  # chest towards the camera
     torso_normal = torch.where(facing.unsqueeze(-1), front, -front)  # (B, P, 3)
@@ -243,6 +249,7 @@ def rasterize_bodies(
     which = item % 2
     # vertical position for stripes: 0 at the shoulders, 1 at the hips
     tri_along = torch.where(which == 0, w2, w1 + w2)
+    tri_across = torch.where(which == 0, w1 + w2, w1)  # 0 at the right side, 1 at the left side
     tri_bp = torch.div(item, 2, rounding_mode="floor")
     tri_order = (_PART_ORDER["torso"] + which) * p + tri_bp % p
     tri_pix = (torch.div(tri_bp, p, rounding_mode="floor") * s + y) * s + x
@@ -266,14 +273,22 @@ def rasterize_bodies(
     hair = (height > hairline.reshape(-1)[cap_bp]) | ~facing.reshape(-1)[cap_bp]
     cap_slot = torch.tensor(_CAP_SLOT, device=device)[part]
     cap_slot = torch.where((part == _NUM_CAP - 1) & hair, 4, cap_slot)
+    # the shirt's front: a V neckline shows skin at the top of the chest when it faces the camera (spine and torso)
+    side = (ox[ci] * -d_y[ci] + oy[ci] * d_x[ci]) / (length2_f[ci].sqrt() * r_px[ci])  # -1..1 across the spine
+    cap_neck = (part == 0) & (1.0 - t[ci] < _NECKLINE_DEPTH * (1.0 - side.abs() / _NECKLINE_SPINE_HALF_WIDTH))
+    cap_neck = cap_neck & facing.reshape(-1)[cap_bp]
+    cap_slot = torch.where(cap_neck, 2, cap_slot)
     cap_stripe = torch.tensor([slot in (0, 1) for slot in _CAP_SLOT], device=device)[part]
     tri_bp = tri_bp[tri_win]
+    # the shirt's front: a V neckline shows skin below the neck when the chest faces the camera
+    neckline = tri_along[tri_win] < _NECKLINE_DEPTH * (1.0 - (tri_across[tri_win] - 0.5).abs() / _NECKLINE_HALF_WIDTH)
+    neckline = neckline & facing.reshape(-1)[tri_bp]
     normal = torch.cat(
         (torch.stack((cap_nx, cap_ny, -bulge[cap_win]), -1), torso_normal.reshape(-1, 3)[tri_bp]), 0
     )  # (N, 3)
     along = torch.cat((t[ci], tri_along[tri_win]))
-    slot = torch.cat((cap_slot, torch.zeros_like(tri_bp)))
-    stripe_on = torch.cat((cap_stripe, torch.ones_like(tri_bp, dtype=torch.bool)))
+    slot = torch.cat((cap_slot, torch.where(neckline, 2, torch.zeros_like(tri_bp))))
+    stripe_on = torch.cat((cap_stripe & ~cap_neck, ~neckline))
     bp = torch.cat((cap_bp, tri_bp))  # (N,) b * P + p
     bi = torch.div(bp, p, rounding_mode="floor")
     pix = torch.cat((cap_pix[cap_win], tri_pix[tri_win]))

@@ -6,6 +6,7 @@ from torch import nn
 
 from lightning_mp3d.losses.teacher import teacher_loss
 from lightning_mp3d.models.teacher import EmbeddedTeacher, Teacher, load_teacher
+from lightning_mp3d.skeleton import FLIP_PERM, JOINTS, LIMB_FLIP_PERM
 from lightning_mp3d.synth.maps import render_maps
 
 
@@ -100,3 +101,27 @@ def test_teacher_loss_is_zero_at_the_targets_and_sums_squared_errors():
     assert loss.total == pytest.approx(float(loss.heatmap + loss.paf))
     with pytest.raises(ValueError, match="targets"):
         teacher_loss((hm,), (paf,), targets[:, :40])
+
+
+def test_side_weight_scales_only_the_left_right_difference_of_the_error():
+    joints = torch.tensor([[[[100.0 + 5 * j, 60.0 + 8 * j] for j in range(15)]]])
+    targets = render_maps(joints, torch.ones(1, 1, dtype=torch.bool))
+    hm, paf = targets[:, :15], targets[:, 15:]
+    cells = 28 * 28
+    # the same error on both sides: no left/right difference, so the weight changes nothing
+    same = teacher_loss((hm + 0.1,), (paf,), targets, side_weight=10.0)
+    assert same.heatmap == pytest.approx(0.01 * 15 * cells, rel=1e-5)
+    # 0.1 on the right wrist only: half of its square is shared (0.005 per cell), half is the difference (x 10)
+    r_wrist = JOINTS.index("r_wrist")
+    one_side = hm.clone()
+    one_side[:, r_wrist] += 0.1
+    loss = teacher_loss((one_side,), (paf,), targets, side_weight=10.0)
+    assert loss.heatmap == pytest.approx((0.005 + 10 * 0.005) * cells, rel=1e-5)
+    # maps with left and right swapped: the whole error is a left/right difference (PAF limbs swapped too)
+    hm_swapped = hm[:, list(FLIP_PERM)]
+    paf_swapped = paf.unflatten(1, (-1, 2))[:, list(LIMB_FLIP_PERM)].flatten(1, 2)
+    swapped = teacher_loss((hm_swapped,), (paf_swapped,), targets)
+    weighted = teacher_loss((hm_swapped,), (paf_swapped,), targets, side_weight=10.0)
+    assert swapped.heatmap > 0 and swapped.paf > 0
+    torch.testing.assert_close(weighted.heatmap, 10 * swapped.heatmap)
+    torch.testing.assert_close(weighted.paf, 10 * swapped.paf)

@@ -50,6 +50,8 @@ class TeacherPretraining(LightningModule):
         norm: BatchNorm after every hidden convolution of the teacher (our addition, off in OpenPose; Lightweight
             OpenPose has it): the tiny from-scratch teacher reaches 2D-PCK 37% instead of 30% on source in 800 steps.
             Under DDP each process normalises with its own batch statistics (no SyncBatchNorm).
+        side_weight: weight of the left/right difference in the L2 loss (``losses.teacher.teacher_loss``; 1: Cao et
+            al.'s loss, our addition).
     """
 
     def __init__(
@@ -65,6 +67,7 @@ class TeacherPretraining(LightningModule):
         match_threshold_px: float = 25.0,
         num_figure_images: int = 4,
         norm: bool = False,
+        side_weight: float = 1.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -96,7 +99,11 @@ class TeacherPretraining(LightningModule):
 
     def _loss(self, batch: dict[str, torch.Tensor]):
         out = self.teacher.stages(batch["image"])
-        return teacher_loss((out.heatmap1, out.heatmap2), (out.paf1, out.paf2), self.targets(batch)), out
+        maps = self.targets(batch)
+        loss = teacher_loss(
+            (out.heatmap1, out.heatmap2), (out.paf1, out.paf2), maps, side_weight=self.hparams.side_weight
+        )
+        return loss, out
 
     @override
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:

@@ -50,6 +50,10 @@ def test_paper_configs_hold_the_papers_values():
     assert m["optimizer"] == {"class_path": "torch.optim.Adam", "init_args": {"lr": 1e-4}}
     assert (schedule["milestones"][0] + 15_000, schedule["gamma"]) == (100_000, 0.1)  # 1e-4 to 100k, then 1e-5
     assert model_args(CONFIGS / "stage_phase2.yaml")["optimizer"]["init_args"]["lr"] == 1e-5
+    t = model_args(CONFIGS / "stage_teacher.yaml")  # Cao et al.'s teacher: plain L2, no BatchNorm
+    assert t.get("side_weight", 1.0) == 1.0 and not t.get("norm", False)
+    tiny = model_args(CONFIGS / "tiny" / "stage_teacher.yaml")
+    assert tiny["side_weight"] > 1.0 and tiny["norm"]  # our additions, on in the tiny (and so cpu) preset
 
 
 @pytest.mark.parametrize("name", sorted(VARIANT_STAGE))

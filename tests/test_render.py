@@ -7,6 +7,7 @@ import torch
 
 from lightning_mp3d.geometry import Intrinsics, euler_to_sincos, project, rotate, translate
 from lightning_mp3d.synth.batches import synthetic_batch
+from lightning_mp3d.synth.raster import rasterize_bodies
 from lightning_mp3d.synth.render import render_images
 from lightning_mp3d.synth.styles import DOMAIN_STYLES, DomainStyle
 
@@ -127,8 +128,6 @@ def test_styles_differ_in_appearance_and_pose_distribution():
 
 def test_the_front_shows_a_face_and_a_v_neckline_and_the_back_does_not():
     """The body's front/back cues: a face (not hair) and skin in the V neckline only for a person facing the camera."""
-    from lightning_mp3d.synth.raster import rasterize_bodies
-
     shirt, skin = torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 1.0, 0.0])
     colours = torch.stack((shirt, torch.tensor([0.0, 0.0, 1.0]), skin, skin, torch.tensor([0.2, 0.2, 0.2]), shirt))
     chest_skin, face_skin = {}, {}

@@ -12,6 +12,10 @@ import torch
 
 from lightning_mp3d.skeleton import FLIP_PERM, LIMB_FLIP_PERM, NUM_JOINTS, NUM_LIMBS
 
+# Channel permutations that mirror left and right: heatmaps by joint, PAFs by limb (x and y channels kept together).
+_HEAT_MIRROR = list(FLIP_PERM)
+_PAF_MIRROR = [2 * limb + xy for limb in LIMB_FLIP_PERM for xy in (0, 1)]
+
 
 class TeacherLoss(NamedTuple):
     """Loss terms, each a scalar: total = heatmap + paf (summed over stages)."""
@@ -64,8 +68,6 @@ def teacher_loss(
                 f"{tuple(p.shape)}"
             )
     b = targets.shape[0]
-    heat_perm = list(FLIP_PERM)
-    paf_perm = [2 * limb + xy for limb in LIMB_FLIP_PERM for xy in (0, 1)]
-    heatmap = sum(_squared_error(h, hm_t, heat_perm, side_weight) for h in heatmaps) / b
-    paf = sum(_squared_error(p, paf_t, paf_perm, side_weight) for p in pafs) / b
+    heatmap = sum(_squared_error(h, hm_t, _HEAT_MIRROR, side_weight) for h in heatmaps) / b
+    paf = sum(_squared_error(p, paf_t, _PAF_MIRROR, side_weight) for p in pafs) / b
     return TeacherLoss(heatmap + paf, heatmap, paf)

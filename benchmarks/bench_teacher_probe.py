@@ -6,8 +6,10 @@ caches v = E(I) (or the teacher's maps F(E(I)), or maps rendered from the exact 
 them with the D_syn ground-truth terms at the true roots (the same ``reconstruction_terms`` and M as the stages), and
 reports root-relative / canonical MPJPE, orientation, spread and the median root-depth error at the GT roots of
 held-out images at fixed steps.
-It also scores the teacher's own grouped people on the held-out images (matched to GT by root pixel): how often each
-joint is found and how many people are closer to the left/right-swapped GT than to the GT (``teacher_2d``).
+It also scores the teacher on the held-out images (``teacher_2d``): its heatmaps in each sided joint's own and mirror
+channel at the visible GT joints (equal for a teacher that cannot tell left from right), and its grouped people
+(matched to GT by root pixel): how often each joint is found and how many people are closer to the left/right-swapped
+GT than to the GT.
 ``--input gt_maps`` (the exact, left/right-labelled 2D as maps) and ``gt_maps_unlabelled`` (left and right merged,
 as a teacher that cannot tell them apart) are the references a better teacher would move towards. JSON to
 ``benchmarks/results/``.
@@ -25,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from lightning_mp3d.geometry import pixel_to_grid
 from lightning_mp3d.losses.cross_modal import reconstruction_terms
 from lightning_mp3d.metrics.diagnostics import pose_diagnostics
 from lightning_mp3d.models.aae import load_pose_decoder
@@ -61,24 +64,49 @@ def inputs_of(teacher: Teacher, batch: dict[str, torch.Tensor], kind: str) -> to
 
 @torch.no_grad()
 def teacher_2d(teacher: Teacher, style: str, num_images: int, seed: int) -> dict:
-    """The teacher's grouped people against the GT 2D: joints found per joint, left/right-swapped people."""
+    """The teacher against the GT 2D: its maps' left/right gap at the joints, and its grouped people.
+
+    ``heatmap_own_vs_mirror``: at every visible GT joint of a sided (left/right) joint, the mean heatmap value in the
+    joint's own channel and in its mirror channel, and their mean absolute difference; a teacher that cannot tell
+    the sides apart has own == mirror. The grouped people (matched to GT by root pixel) give the fraction of each
+    joint found and of people closer to the left/right-swapped GT than to the GT.
+    """
+    mirror = torch.tensor(FLIP_PERM)
+    sided = mirror != torch.arange(NUM_JOINTS)
     found, swapped, people = torch.zeros(NUM_JOINTS), 0, 0
+    own, other, gap, seen_joints = (torch.zeros(NUM_JOINTS) for _ in range(4))
     for batch in synthetic_batches(num_images, style, seed, 32):
-        out = teacher.grouped(batch["image"])
+        v = teacher.encode(batch["image"])
+        heat = teacher.decode(v)[0]  # (B, 15, G, G)
+        cells = pixel_to_grid(batch["joints_2d"], heat.shape[-1], batch["image"].shape[-1])  # (B, P, 15, 2)
+        b, p, j = (batch["visibility"] & batch["mask"][..., None]).nonzero(as_tuple=True)
+        col, row = cells[b, p, j].unbind(-1)
+        at_own, at_mirror = heat[b, j, row, col], heat[b, mirror[j], row, col]
+        own.index_add_(0, j, at_own)
+        other.index_add_(0, j, at_mirror)
+        gap.index_add_(0, j, (at_own - at_mirror).abs())
+        seen_joints.index_add_(0, j, torch.ones_like(at_own))
+
+        out = teacher.group(v)
         index = match_roots(out.roots_px, out.mask, batch["roots_px"], batch["mask"])  # (B, G) -> prediction
         matched = index >= 0
         rows = torch.arange(index.shape[0])[:, None].expand_as(index)[matched]
         pred, conf = out.keypoints[rows, index[matched]], out.confidence[rows, index[matched]]  # (N, 15, 2), (N, 15)
         gt, seen = batch["joints_2d"][matched], conf > 0
         err = ((pred - gt).norm(dim=-1) * seen).sum(-1)
-        err_swapped = ((pred - gt[:, list(FLIP_PERM)]).norm(dim=-1) * seen).sum(-1)
+        err_swapped = ((pred - gt[:, mirror]).norm(dim=-1) * seen).sum(-1)
         found += seen.sum(0)
         swapped += int((err_swapped < err).sum())
         people += int(matched.sum())
+    n = seen_joints.clamp(min=1)
     return {
         "matched_people": people,
         "left_right_swapped": swapped / max(people, 1),
         "joints_found": dict(zip(JOINTS, (found / max(people, 1)).tolist(), strict=True)),
+        "heatmap_own_vs_mirror": {
+            JOINTS[k]: {"own": float(own[k] / n[k]), "mirror": float(other[k] / n[k]), "abs_gap": float(gap[k] / n[k])}
+            for k in sided.nonzero().flatten().tolist()
+        },
     }
 
 

@@ -5,7 +5,8 @@ cell by the confidence-weighted centroid of the 3x3 neighbourhood (a peak betwee
 decodes each root: pool phi, c, d at the root cell -> frozen Ψ -> FK -> T_R -> T_G -> P̂, and T_K -> 2D.
 
 ``PoseEstimator.from_stage_checkpoint(path)`` rebuilds it from a distill/phase1/phase2/refine checkpoint: H from the
-checkpoint, the frozen teacher E and Ψ from the checkpoints that stage names (overridable).
+checkpoint, the frozen teacher E and Ψ from the checkpoints that stage names (overridable); a student trained with
+``h_input: maps`` reads G(F(E(I))) instead of E(I), with G from its checkpoint.
 
 Two-stage refinement (paper 4.3, Fig. 6; ``refine=True``, a refine-stage checkpoint): stage 1 above is the person
 detector; every detected person is cropped (``crops.person_crops``: centred at its root, zoomed by its depth), all crops
@@ -36,7 +37,7 @@ from torch import nn
 from lightning_mp3d.crops import DEFAULT_CROP_DEPTH_MM, crop_images, person_crops, to_crop_pixels, to_image_camera
 from lightning_mp3d.geometry import pixel_to_grid, project
 from lightning_mp3d.models.scene_decoder import SceneDecoder
-from lightning_mp3d.models.student import ROOT_CHANNEL, SceneHead
+from lightning_mp3d.models.student import ROOT_CHANNEL, PoseMapEncoder, SceneHead, TeacherMapsInput
 from lightning_mp3d.roots import find_roots
 
 
@@ -110,7 +111,8 @@ class PoseEstimator(nn.Module):
     """E -> H -> root NMS -> M, optionally followed by the two-stage refinement H' (``refine_people``).
 
     Args:
-        encoder: the frozen teacher (its ``encode`` is E).
+        encoder: the frozen teacher (its ``encode`` is E), or ``models.student.TeacherMapsInput`` (G(F(E(I))), a
+            student trained with ``h_input: maps``).
         head: H.
         scene_decoder: M with the frozen Ψ.
         threshold: minimum root probability of a person.
@@ -225,11 +227,14 @@ class PoseEstimator(nn.Module):
             )
         head = ckpt.build(SceneHead, "detector" if two_stage else "h")
         hp = ckpt.hparams  # inference settings, not sub-model arguments
+        encoder = teacher
+        if hp.get("h_input", "v") == "maps":  # H reads G(F(E(I))) (``models.student.TeacherMapsInput``)
+            encoder = TeacherMapsInput(teacher, ckpt.build(PoseMapEncoder, "g"))
         kwargs.setdefault("threshold", hp.get("root_threshold", 0.3))
         kwargs.setdefault("max_people", hp.get("max_people", 8))
         if two_stage:
             kwargs.setdefault("crop_depth_mm", hp.get("crop_depth_mm", DEFAULT_CROP_DEPTH_MM))
-        return cls(teacher, head, decoder, refine_head=ckpt.build(SceneHead, "h") if two_stage else None, **kwargs)
+        return cls(encoder, head, decoder, refine_head=ckpt.build(SceneHead, "h") if two_stage else None, **kwargs)
 
 
 def prediction_records(

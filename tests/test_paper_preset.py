@@ -39,6 +39,9 @@ def test_paper_configs_hold_the_papers_values():
         assert not m.get("ss_detach_depth", False) and not m.get("recon_terms") and not m.get("h_readout"), stage
         assert not m["use_weak_2d"] and not m["use_full_3d"], stage  # the unsupervised setting
         assert m["h_fc_channels"] == 128, stage
+    for stage in ("phase1", "phase2", "refine"):  # H reads E(I) in the paper; G(F(E(I))) is our tiny preset's
+        assert model_args(CONFIGS / f"stage_{stage}.yaml")["h_input"] == "v", stage
+        assert model_args(CONFIGS / "tiny" / f"stage_{stage}.yaml")["h_input"] == "maps", stage
     distill, phase1 = (yaml.safe_load((CONFIGS / f"stage_{s}.yaml").read_text()) for s in ("distill", "phase1"))
     d = distill["data"]["init_args"]
     assert d["batch_size"] == 8 and distill["trainer"]["max_epochs"] * d["batches_per_epoch"] == 15_000

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lightning_mp3d.inference import PoseEstimator
 from lightning_mp3d.models.aae import load_pose_decoder
 from lightning_mp3d.models.teacher import load_teacher
 from tests.helpers import changed, make_frozen_checkpoints, run_stage, stage_args, student_state
@@ -90,3 +91,29 @@ def test_fast_dev_run_through_console_script(chain, stage, tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     pngs = {p.name.split("_step")[0] for p in tmp_path.rglob("*.png")}
     assert {"val_skeleton_3d", "val_overlay_2d"} <= pngs
+
+
+def test_h_input_maps_reads_an_image_through_the_teachers_maps_and_g(chain):
+    """The tiny preset's ``h_input: maps``: H reads G(F(E(I))), in training (``image_input``) and in inference."""
+    model = chain["phase2"].model
+    assert model.hparams.h_input == "maps"
+    images = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        v = model.teacher.encode(images)
+        expected = model.g(torch.cat(model.teacher.decode(v), 1))  # F(v) in m_syn's layout, through G
+        torch.testing.assert_close(model.image_input(v), expected)
+        estimator = PoseEstimator.from_stage_checkpoint(
+            chain["root"] / "phase2" / "checkpoints" / "last.ckpt", channels_last=False
+        )
+        torch.testing.assert_close(estimator.scene(images), model.h(expected), atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(estimator.scene(images), model.h(v))  # not E(I)
+
+
+def test_h_input_needs_g_and_must_match_the_stage_it_starts_from(chain, tmp_path):
+    root, teacher, aae = chain["root"], chain["teacher"], chain["aae"]
+    with pytest.raises(ValueError, match="h_input.*'maps' only in a stage with G, not 'distill'"):
+        run_stage("distill", tmp_path, teacher, aae, "--trainer.max_steps=1", "--model.init_args.h_input=maps")
+    phase1 = root / "phase1" / "checkpoints" / "last.ckpt"
+    with pytest.raises(ValueError, match="trained H on h_input='maps', this stage has h_input='v'"):
+        run_stage("phase2", tmp_path, teacher, aae, "--trainer.max_steps=1", "--model.init_args.h_input=v",
+                  init_from=phase1)  # fmt: skip

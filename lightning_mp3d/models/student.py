@@ -3,6 +3,8 @@
 - ``PoseMapEncoder`` (G): m_syn (B, 43, 28, 28) -> v~ (B, C_v, 28, 28). Five 7x7 convolutions with LeakyReLU between
   them and a ReLU after the last, so v~ has the range of the teacher's v = E(I), which is non-negative (both teachers
   apply ReLU after conv5_4 and conv4_4_CPM).
+- ``TeacherMapsInput``: with ``h_input: maps`` (our addition), H reads an image as G(F(E(I))), its teacher's maps
+  through G, instead of E(I).
 - ``SceneHead`` (H): v (B, C_v, 28, 28) -> s (B, 40, 14, 14). Convolutions down to 7x7, the channel-wise fully
   connected layer on 7x7x128 (128 independent 49 -> 49 FC layers), a stride-2 deconvolution back to 14x14 with a skip
   connection from the 14x14 features, LeakyReLU everywhere, tanh on the 32 pose-embedding channels.
@@ -104,6 +106,35 @@ class PoseMapEncoder(nn.Module):
         if self.skip is not None:
             v = v + self.skip(maps)
         return torch.relu(v)
+
+
+H_INPUTS = ("v", "maps")  # what H reads of an image: the teacher's latent E(I), or its maps through G (our addition)
+
+
+class TeacherMapsInput(nn.Module):
+    """H's input read from an image through the teacher's maps: G(F(E(I))) (``h_input: maps``, our addition).
+
+    The image is read the way the D_syn pathway reads m_syn: the frozen teacher's heatmaps and PAFs F(v), in m_syn's
+    channel layout (15 heatmaps, then 28 PAF channels), through G. ``encode`` makes it a drop-in for a teacher's
+    ``encode`` (``inference.PoseEstimator``, the refinement's crops).
+
+    Args:
+        teacher: the frozen teacher {E, F} (``encode``, ``decode``).
+        g: G.
+    """
+
+    def __init__(self, teacher: nn.Module, g: PoseMapEncoder) -> None:
+        super().__init__()
+        self.teacher, self.g = teacher, g
+        self.v_channels = g.v_channels
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        """The latent v = E(I) (B, C_v, 28, 28) -> G(F(v)) (B, C_v, 28, 28)."""
+        return self.g(torch.cat(self.teacher.decode(v), 1))
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, W, W) -> G(F(E(I)))."""
+        return self(self.teacher.encode(images))
 
 
 class ChannelwiseFC(nn.Module):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pytorch_lightning import LightningModule
@@ -29,7 +29,7 @@ from lightning_mp3d.grouping import GroupedPeople
 from lightning_mp3d.inference import Prediction, decode_people
 from lightning_mp3d.metrics import PeopleBatch
 from lightning_mp3d.models.scene_decoder import SceneDecoder
-from lightning_mp3d.models.student import PoseMapEncoder, SceneHead, student_model_args
+from lightning_mp3d.models.student import H_INPUTS, PoseMapEncoder, SceneHead, TeacherMapsInput, student_model_args
 from lightning_mp3d.systems.optim import store_callables
 from lightning_mp3d.systems.pathways import CrossModalPathways
 
@@ -76,6 +76,10 @@ class CrossModalStage(CrossModalPathways, LightningModule):
             (benchmarks/bench_learning.py: canonical error at the mean-pose level with 1, below it with 0.1).
         h_options: extra ``SceneHead`` arguments (our additions ``readout_dilations``, ``window``,
             ``window_channels``, ``norm``); None = the paper's H.
+        h_input: what H reads of an image: ``"v"``, the teacher's latent E(I) (the paper), or ``"maps"``, the
+            teacher's maps through G, G(F(E(I))) (``models.student.TeacherMapsInput``; our addition), which reads an
+            image the way the D_syn pathway reads m_syn. ``"maps"`` needs G, so not in the warm-up; the stages after
+            the first one with G must keep it (checked against ``init_from``).
     """
 
     stage_name = "base"
@@ -111,8 +115,12 @@ class CrossModalStage(CrossModalPathways, LightningModule):
         g_options: dict[str, Any] | None = None,
         g_lr_scale: float = 1.0,
         h_options: dict[str, Any] | None = None,
+        h_input: Literal["v", "maps"] = "v",
     ) -> None:
         super().__init__()
+        if h_input not in H_INPUTS or (h_input == "maps" and not self.uses_g):
+            raise ValueError(f"h_input must be one of {H_INPUTS} ('maps' only in a stage with G, not "
+                             f"'{self.stage_name}'), got {h_input!r}")  # fmt: skip
         self.save_hyperparameters()
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler  # the callables (LightningCLI's hparams: config)
         store_callables(self.hparams, "optimizer", "lr_scheduler")  # weights-only checkpoints can hold them
@@ -149,6 +157,18 @@ class CrossModalStage(CrossModalPathways, LightningModule):
         self.h = SceneHead(**self.model_args["h"])
         self._metrics = _make_metrics()
         self.freeze_fixed_parts()
+
+    @property
+    def image_encoder(self) -> torch.nn.Module:
+        """Images -> H's input (``encode``): the teacher, or G(F(E(I))) with ``h_input: maps``."""
+        return TeacherMapsInput(self.teacher, self.g) if self.hparams.h_input == "maps" else self.teacher
+
+    def image_input(self, v: torch.Tensor) -> torch.Tensor:
+        """H's input for images whose teacher latent is ``v`` (G, when used, gets no gradient from this path)."""
+        if self.hparams.h_input == "v":
+            return v
+        with torch.no_grad():
+            return TeacherMapsInput(self.teacher, self.g)(v)
 
     def sub_model_args(self, v_channels: int) -> dict[str, dict[str, Any]]:
         """Constructor arguments of G, H and M (less Psi) from the hyper-parameters; the checkpoint records them."""
@@ -187,6 +207,12 @@ class CrossModalStage(CrossModalPathways, LightningModule):
             raise ValueError(
                 f"init_from: {str(path)!r} was trained with v_channels={v_channels}, the teacher here has "
                 f"{self.teacher.v_channels}"
+            )
+        previous = ckpt.hparams.get("h_input", "v")
+        if "g" in ckpt.models and previous != self.hparams.h_input:
+            raise ValueError(
+                f"init_from: {str(path)!r} trained H on h_input={previous!r}, this stage has "
+                f"h_input={self.hparams.h_input!r} (set model.init_args.h_input={previous})"
             )
         for name in self.init_modules:
             ckpt.load_into(getattr(self, name), name)
@@ -268,7 +294,7 @@ class CrossModalStage(CrossModalPathways, LightningModule):
     @torch.no_grad()
     def predict_people(self, images: torch.Tensor) -> Prediction:
         """Inference E -> H -> root NMS -> M, exactly as ``inference.PoseEstimator`` (refined roots)."""
-        s = self.h(self.teacher.encode(images))
+        s = self.h(self.image_encoder.encode(images))
         return decode_people(s, self.scene_decoder, self.hparams.root_threshold, self.hparams.max_people)
 
     # ------------------------------------------------------------------------------------------------ validation

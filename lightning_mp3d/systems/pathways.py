@@ -76,7 +76,7 @@ class CrossModalPathways:
         """Image pathway of the warm-up and phase 1: L_distl, root loss (teacher roots), optional L_2D/L_3D."""
         images = batch["image"]
         t = self.teacher_targets(images)
-        s = self.h(t.v)
+        s = self.h(self.image_input(t.v))
         scene = self.scene_decoder(s, t.cells, t.mask, t.people.roots_px)
         losses = {
             "distl": distillation_loss(scene.keypoints, t.people.keypoints, t.people.confidence, t.mask),
@@ -128,7 +128,7 @@ class CrossModalPathways:
         transform = random_spatial_transform(images.shape[0], self._generator, dtype=images.dtype, device=images.device)
         with torch.no_grad():  # E is frozen: nothing upstream of v' trains
             v_prime = self.teacher.encode(warp_images(images, transform).clamp(0, 1))
-        s, s_prime = self.h(t.v), self.h(v_prime)
+        s, s_prime = self.h(self.image_input(t.v)), self.h(self.image_input(v_prime))
         if self.hparams.ss_detach_depth:  # L_ss can shrink every 2D pose onto its root by pushing the depth away
             s, s_prime = _detach_depth(s), _detach_depth(s_prime)
         scene = self.scene_decoder(s, t.cells, t.mask, t.people.roots_px)

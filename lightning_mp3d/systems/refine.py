@@ -148,7 +148,7 @@ class Refinement(CrossModalStage):
         images = batch["image"]
         with torch.no_grad():
             t = self.teacher_targets(images)
-            depth = self.scene_decoder(self.detector(t.v), t.cells, t.mask, t.people.roots_px).depth
+            depth = self.scene_decoder(self.detector(self.image_input(t.v)), t.cells, t.mask, t.people.roots_px).depth
         crops = person_crops(t.people.roots_px, depth, t.mask, self.hparams.crop_depth_mm, images.shape[-1])
         out = {"image": crop_images(images, crops)}
         if self.hparams.use_weak_2d or self.hparams.use_full_3d:
@@ -178,8 +178,7 @@ class Refinement(CrossModalStage):
     def predict_people(self, images: torch.Tensor) -> Prediction:
         """Two-stage inference, exactly as ``PoseEstimator(refine=True)``: stage 1 (``detector``), then H' on crops."""
         hp = self.hparams
-        stage1 = decode_people(self.detector(self.teacher.encode(images)), self.scene_decoder, hp.root_threshold,
+        encoder = self.image_encoder
+        stage1 = decode_people(self.detector(encoder.encode(images)), self.scene_decoder, hp.root_threshold,
                                hp.max_people)  # fmt: skip
-        return refine_people(
-            images, stage1, self.teacher, self.h, self.scene_decoder, hp.root_threshold, hp.crop_depth_mm
-        )
+        return refine_people(images, stage1, encoder, self.h, self.scene_decoder, hp.root_threshold, hp.crop_depth_mm)

@@ -168,7 +168,7 @@ class CrossModalStage(CrossModalPathways, LightningModule):
         if self.hparams.h_input == "v":
             return v
         with torch.no_grad():
-            return TeacherMapsInput(self.teacher, self.g)(v)
+            return self.image_encoder(v)
 
     def sub_model_args(self, v_channels: int) -> dict[str, dict[str, Any]]:
         """Constructor arguments of G, H and M (less Psi) from the hyper-parameters; the checkpoint records them."""

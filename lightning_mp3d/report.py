@@ -407,9 +407,11 @@ def evaluate_chain(
 
     for stage, ckpt in rows.items():
         if ckpt.is_file():
-            last_estimator = PoseEstimator.from_stage_checkpoint(ckpt)
+            estimator = PoseEstimator.from_stage_checkpoint(ckpt)
             with torch.no_grad():
-                score(stage, [last_estimator(b["image"]) for b in batches], last_estimator)
+                score(stage, [estimator(b["image"]) for b in batches], estimator)
+            if stage in STUDENT_STAGES:  # the pictures show the chain's last student, not an ablation or Ours-Fs
+                last_estimator = estimator
     refine_ckpt = runs / "refine" / "checkpoints" / "last.ckpt"
     if refine_ckpt.is_file():  # the two-stage mode (paper Fig. 6) beside the single-shot rows, and both modes' speed
         speed = {}

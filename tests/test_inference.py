@@ -157,3 +157,27 @@ def test_chain_report_writes_tables_for_both_protocols(distill_checkpoint, tmp_p
     assert record["num_images"] == 4 and set(record["tables"]) == {p.name for p in PROTOCOLS} | {"learning", "seeds"}
     assert (tmp_path / "results" / "results.png").stat().st_size > 0
     assert (tmp_path / "results" / "examples.png").stat().st_size > 0
+
+
+def test_chain_report_pictures_the_chains_last_student_not_an_extra_row(distill_checkpoint, tmp_path, monkeypatch):
+    """examples.png shows the chain's student (here distill), also when ablation or Ours-Fs rows come after it."""
+    import shutil
+
+    from lightning_mp3d import report
+
+    extra = tmp_path / "ours_fs.ckpt"
+    shutil.copy(distill_checkpoint, extra)
+    built, pictured = {}, []
+    original = PoseEstimator.from_stage_checkpoint.__func__
+
+    def tagged(cls, path, *args, **kwargs):
+        estimator = original(cls, path, *args, **kwargs)
+        built[id(estimator)] = str(path)
+        return estimator
+
+    monkeypatch.setattr(PoseEstimator, "from_stage_checkpoint", classmethod(tagged))
+    monkeypatch.setattr(report, "_plot_examples", lambda estimator, batch, path: pictured.append(built[id(estimator)]))
+    runs = distill_checkpoint.parents[2]
+    report.evaluate_chain(runs, tmp_path / "results", preset="test", num_images=2, extra_rows={"ours_fs": extra},
+                          knn_bank=3000)  # fmt: skip
+    assert pictured == [str(distill_checkpoint)]

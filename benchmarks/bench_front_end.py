@@ -21,7 +21,7 @@ import json
 import time
 
 import torch
-from bench_teacher_probe import RESULTS, evaluate
+from bench_teacher_probe import evaluate, write_result
 
 from lightning_mp3d import checkpoints
 from lightning_mp3d.models.aae import load_pose_decoder
@@ -65,14 +65,10 @@ def main(argv: list[str] | None = None) -> dict:
     h, decoder, data = front_end_inputs(args.checkpoint, args.style, args.images, args.seed)
     gt = {k: data[k] for k in GT_KEYS}
     rows = {name: evaluate(h, decoder, gt | {"x": data[name]}) for name in FRONT_ENDS}
-    h.eval()  # evaluate() leaves H in train mode
     for name, row in rows.items():
         print(name, json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
     out = {"args": vars(args), "seconds": time.perf_counter() - start, "threads": torch.get_num_threads(), **rows}
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"front_end_{args.name}.json"
-    path.write_text(json.dumps(out, indent=2))
-    print(f"wrote {path}")
+    write_result(f"front_end_{args.name}", out)
     return out
 
 

@@ -120,6 +120,15 @@ def rendered_set(teacher: Teacher, kind: str, style: str, num_images: int, seed:
     return {k: torch.cat(v) for k, v in parts.items()}
 
 
+def write_result(name: str, out: dict) -> Path:
+    """``out`` as ``benchmarks/results/<name>.json``."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(out, indent=2))
+    print(f"wrote {path}")
+    return path
+
+
 @torch.no_grad()
 def evaluate(h: SceneHead, decoder: SceneDecoder, test: dict[str, torch.Tensor]) -> dict[str, float]:
     h.eval()
@@ -184,10 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in curve[-1].items()}), flush=True)
     out = {"args": vars(args), "setup_seconds": setup_s, "threads": torch.get_num_threads(), "curve": curve}
     out["teacher_2d"] = found
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"teacher_probe_{args.name}.json"
-    path.write_text(json.dumps(out, indent=2))
-    print(f"wrote {path}")
+    write_result(f"teacher_probe_{args.name}", out)
     return out
 
 

@@ -112,7 +112,11 @@ DETECTION_MATCH_PX = 16.0  # one output cell: a predicted root within 16 px of a
 
 def match_roots(pred_px: torch.Tensor, pred_mask: torch.Tensor, gt_px: torch.Tensor, gt_mask: torch.Tensor,
                 max_px: float = DETECTION_MATCH_PX) -> torch.Tensor:  # fmt: skip
-    """Hungarian matching of predicted to GT root pixels per image, pairs farther than ``max_px`` dropped.
+    """Hungarian matching of predicted to GT root pixels per image, only pairs within ``max_px``.
+
+    Pairs farther apart are gated out before the assignment (cost 1e9), so it finds the most pairs within ``max_px``
+    (then the smallest total distance); an assignment over raw distances could trade a close pair for two far ones
+    and drop all three.
 
     Args:
         pred_px: (B, K, 2) predicted root pixels.
@@ -128,7 +132,7 @@ def match_roots(pred_px: torch.Tensor, pred_mask: torch.Tensor, gt_px: torch.Ten
 
     index = torch.full(gt_mask.shape, -1, dtype=torch.long)
     dist = torch.cdist(gt_px.double(), pred_px.double())  # (B, G, K)
-    dist = dist.masked_fill(~gt_mask[:, :, None] | ~pred_mask[:, None, :], 1e9)
+    dist = dist.masked_fill(~gt_mask[:, :, None] | ~pred_mask[:, None, :] | (dist > max_px), 1e9)
     for i in range(dist.shape[0]):  # evaluation only: one small assignment per image
         rows, cols = linear_sum_assignment(dist[i].numpy())
         ok = dist[i, rows, cols] <= max_px
@@ -137,6 +141,30 @@ def match_roots(pred_px: torch.Tensor, pred_mask: torch.Tensor, gt_px: torch.Ten
 
 
 @torch.no_grad()
+def detection_rates(
+    pred_masks: list[torch.Tensor], indices: list[torch.Tensor], batches: list[dict[str, torch.Tensor]]
+) -> dict[str, float]:
+    """People predicted and in the GT, and root precision / recall (%), from each batch's ``match_roots`` result."""
+    n_pred = sum(float(m.sum()) for m in pred_masks)
+    n_matched = sum(float((i >= 0).sum()) for i in indices)
+    n_gt = sum(float(b["gt_mask"].sum()) for b in batches)
+    return {
+        "people_pred": n_pred,
+        "people_gt": n_gt,
+        "precision": 100 * n_matched / n_pred if n_pred else float("nan"),
+        "recall": 100 * n_matched / n_gt if n_gt else float("nan"),
+    }
+
+
+@torch.no_grad()
+def teacher_detection(teacher: torch.nn.Module, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+    """Root precision / recall of the teacher's grouped people: the roots the students' root heatmap learns on D_I."""
+    people = [teacher.grouped(b["image"]) for b in batches]
+    pairs = zip(people, batches, strict=True)
+    indices = [match_roots(p.roots_px, p.mask, b["gt_roots_px"], b["gt_mask"]) for p, b in pairs]
+    return detection_rates([p.mask for p in people], indices, batches)
+
+
 def people_diagnostics(predictions: list, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
     """Detection (root precision / recall within one cell, AP_root at 25 cm) and learning diagnostics.
 
@@ -146,22 +174,18 @@ def people_diagnostics(predictions: list, batches: list[dict[str, torch.Tensor]]
     from lightning_mp3d.metrics import APRoot, RootsBatch
     from lightning_mp3d.metrics.diagnostics import pose_diagnostics
 
-    preds, gts, stats, ap = [], [], torch.zeros(3), APRoot()
+    preds, gts, indices, ap = [], [], [], APRoot()
     for b, out in zip(batches, predictions, strict=True):
         index = match_roots(out.roots_px, out.mask, b["gt_roots_px"], b["gt_mask"])
         matched = index >= 0
         rows = torch.arange(index.shape[0])[:, None]
         preds.append(out.poses[rows, index.clamp(min=0)][matched]), gts.append(b["gt_poses"][matched])
-        stats += torch.tensor([float(out.mask.sum()), float(matched.sum()), float(b["gt_mask"].sum())])
+        indices.append(index)
         ap.update(RootsBatch(out.poses[..., 0, :], out.confidence, out.mask, b["gt_poses"][..., 0, :], b["gt_mask"]))
     pred, gt = torch.cat(preds), torch.cat(gts)
     d = pose_diagnostics(pred[None], gt[None], torch.ones(1, pred.shape[0], dtype=torch.bool))
-    n_pred, n_matched, n_gt = stats.tolist()
     return {
-        "people_pred": n_pred,
-        "people_gt": n_gt,
-        "precision": 100 * n_matched / n_pred if n_pred else float("nan"),
-        "recall": 100 * n_matched / n_gt if n_gt else float("nan"),
+        **detection_rates([out.mask for out in predictions], indices, batches),
         "ap_root": 100 * float(ap.compute()),
         "mpjpe_rel_detected": d.mpjpe_rel,
         "canonical_mpjpe": d.canonical_mpjpe,
@@ -239,11 +263,12 @@ def _markdown(tables: dict[str, dict[str, dict[str, float]]], num_images: int, p
         "| spread pred/GT |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, m in tables.get(LEARNING, {}).items():
+    for name, m in tables.get(LEARNING, {}).items():  # the teacher's row has the detection columns only
+        spread = "–" if "spread_ratio" not in m else f"{m['spread_ratio']:.2f}"
         lines.append(
             f"| {ROW_NAMES.get(name, name)} | {m['people_pred']:.0f} / {m['people_gt']:.0f} | {f(m['precision'])} | "
-            f"{f(m['recall'])} | {f(m['ap_root'])} | {f(m['mpjpe_rel_detected'])} | {f(m['canonical_mpjpe'])} | "
-            f"{f(m['orientation_deg'])} | {m['spread_ratio']:.2f} |"
+            f"{f(m['recall'])} | {f(m.get('ap_root'))} | {f(m.get('mpjpe_rel_detected'))} | "
+            f"{f(m.get('canonical_mpjpe'))} | {f(m.get('orientation_deg'))} | {spread} |"
         )
     at_gt = {k: m for k, m in tables.get(LEARNING, {}).items() if "gt_roots_mpjpe_rel" in m}
     if at_gt:
@@ -259,11 +284,11 @@ def _markdown(tables: dict[str, dict[str, dict[str, float]]], num_images: int, p
                 f"| {ROW_NAMES.get(name, name)} | {f(m['gt_roots_mpjpe_rel'])} | {f(m['gt_roots_canonical_mpjpe'])} | "
                 f"{f(m['gt_roots_orientation_deg'])} | {m['gt_roots_spread_ratio']:.2f} |"
             )
-    if tables.get(LEARNING):
-        any_row = next(iter(tables[LEARNING].values()))
+    students = [m for m in tables.get(LEARNING, {}).values() if "mean_canonical_mpjpe" in m]
+    if students:
         lines += [
             "",
-            f"Mean canonical pose of the GT: {f(any_row['mean_canonical_mpjpe'])} mm canonical MPJPE.",
+            f"Mean canonical pose of the GT: {f(students[0]['mean_canonical_mpjpe'])} mm canonical MPJPE.",
             "",
         ]
     for protocol in PROTOCOLS:
@@ -391,6 +416,7 @@ def evaluate_chain(
         teacher = load_teacher(teacher_ckpt)
         for protocol in PROTOCOLS:
             tables[protocol.name]["teacher"] = teacher_2d(teacher, batches, protocol)
+        tables[LEARNING]["teacher"] = teacher_detection(teacher, batches)
     last_estimator = None
     rows = {stage: runs / stage / "checkpoints" / "last.ckpt" for stage in STUDENT_STAGES}
     for name, path in (extra_rows or {}).items():  # e.g. phase1_recon goes just before phase1

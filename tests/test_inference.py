@@ -181,3 +181,22 @@ def test_chain_report_pictures_the_chains_last_student_not_an_extra_row(distill_
     report.evaluate_chain(runs, tmp_path / "results", preset="test", num_images=2, extra_rows={"ours_fs": extra},
                           knn_bank=3000)  # fmt: skip
     assert pictured == [str(distill_checkpoint)]
+
+
+def test_teacher_detection_scores_the_teachers_roots_against_the_gt_by_hand():
+    """The report's teacher row: its grouped people's roots matched to the GT roots within one cell (16 px)."""
+    from lightning_mp3d.grouping import GroupedPeople
+    from lightning_mp3d.report import teacher_detection
+
+    gt = {"gt_roots_px": torch.tensor([[[50.0, 50.0], [150.0, 100.0], [100.0, 180.0], [9.0, 9.0]]]),
+          "gt_mask": torch.tensor([[True, True, True, False]]), "image": torch.zeros(1, 3, 8, 8)}  # fmt: skip
+
+    class Teacher:
+        def grouped(self, images):
+            roots = torch.tensor([[[55.0, 45.0], [200.0, 20.0], [151.0, 99.0], [9.0, 9.0]]])  # 2 within 16 px
+            mask = torch.tensor([[True, True, True, False]])  # the 4th is padding (it sits on the masked GT)
+            return GroupedPeople(torch.zeros(1, 4, 15, 2), torch.zeros(1, 4, 15), mask, roots)
+
+    got = teacher_detection(Teacher(), [gt, gt])
+    assert (got["people_pred"], got["people_gt"]) == (6, 6)
+    assert got["precision"] == pytest.approx(100 * 4 / 6) and got["recall"] == pytest.approx(100 * 4 / 6)

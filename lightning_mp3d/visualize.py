@@ -84,6 +84,8 @@ def draw_skeleton(
 
 
 def _label_camera_axes(ax, fontsize: float | None = None) -> None:
+    """Label a camera-frame 3D axis and give its three axes one scale, so that people keep their proportions."""
+    ax.set_aspect("equal")  # matplotlib's default box stretches each axis to its own data range
     ax.set_xlabel("x mm", fontsize=fontsize)
     ax.set_ylabel("z mm", fontsize=fontsize)
     ax.set_zlabel("-y mm", fontsize=fontsize)

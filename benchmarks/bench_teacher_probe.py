@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from lightning_mp3d.detection import match_roots
 from lightning_mp3d.geometry import pixel_to_grid
 from lightning_mp3d.losses.cross_modal import reconstruction_terms
 from lightning_mp3d.metrics.diagnostics import pose_diagnostics
@@ -34,7 +35,6 @@ from lightning_mp3d.models.aae import load_pose_decoder
 from lightning_mp3d.models.scene_decoder import SceneDecoder
 from lightning_mp3d.models.student import SceneHead
 from lightning_mp3d.models.teacher import Teacher, load_teacher
-from lightning_mp3d.report import match_roots
 from lightning_mp3d.skeleton import FLIP_PERM, JOINTS, LIMB_FLIP_PERM, NUM_JOINTS
 from lightning_mp3d.synth.batches import GT_KEYS, synthetic_batches
 from lightning_mp3d.synth.maps import render_maps

@@ -185,8 +185,8 @@ def test_chain_report_pictures_the_chains_last_student_not_an_extra_row(distill_
 
 def test_teacher_detection_scores_the_teachers_roots_against_the_gt_by_hand():
     """The report's teacher row: its grouped people's roots matched to the GT roots within one cell (16 px)."""
+    from lightning_mp3d.detection import teacher_detection
     from lightning_mp3d.grouping import GroupedPeople
-    from lightning_mp3d.report import teacher_detection
 
     gt = {"gt_roots_px": torch.tensor([[[50.0, 50.0], [150.0, 100.0], [100.0, 180.0], [9.0, 9.0]]]),
           "gt_mask": torch.tensor([[True, True, True, False]]), "image": torch.zeros(1, 3, 8, 8)}  # fmt: skip

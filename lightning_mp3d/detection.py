@@ -59,10 +59,8 @@ def detection_rates(
     }
 
 
-@torch.no_grad()
-def teacher_detection(teacher: torch.nn.Module, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
-    """Root precision / recall of the teacher's grouped people: the roots the students' root heatmap learns on D_I."""
-    people = [teacher.grouped(b["image"]) for b in batches]
+def teacher_detection(people: list, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+    """Root precision / recall of the teacher's people (one ``GroupedPeople`` per batch), the students' D_I roots."""
     pairs = zip(people, batches, strict=True)
     indices = [match_roots(p.roots_px, p.mask, b["gt_roots_px"], b["gt_mask"]) for p, b in pairs]
     return detection_rates([p.mask for p in people], indices, batches)

@@ -60,19 +60,13 @@ REFERENCE_ROWS = ("mean_pose", "knn_lifting")
 LEARNING = "learning"  # the diagnostics table's key in ``tables``
 
 
-@torch.no_grad()
-def teacher_2d(
-    teacher: torch.nn.Module, batches: list[dict[str, torch.Tensor]], protocol: Protocol
-) -> dict[str, float]:
-    """2D-PCK, 2D-MPJPE and box IoU of the teacher's grouped people."""
+def teacher_2d(people: list, batches: list[dict[str, torch.Tensor]], protocol: Protocol) -> dict[str, float]:
+    """2D-PCK, 2D-MPJPE and box IoU of the teacher's grouped people (one ``GroupedPeople`` per batch)."""
     kw = {"num_sequences": 1, "match": MatchSpec(threshold_px=protocol.match_px)}
     pck, iou = PCK2D(threshold_px=protocol.pck2d_px, **kw), BoxIoU(**kw)
-    for b in batches:
-        people = teacher.grouped(b["image"])
+    for b, found in zip(batches, people, strict=True):
         for metric in (pck, iou):
-            metric.update(
-                PeopleBatch(None, people.keypoints, people.mask, None, b["gt_2d"], b["gt_mask"], b["sequence"])
-            )
+            metric.update(PeopleBatch(None, found.keypoints, found.mask, None, b["gt_2d"], b["gt_mask"], b["sequence"]))
     p, i = pck.compute(), iou.compute()
     return {"pck2d": 100 * float(p.pck_all), "mpjpe_2d": float(p.mpjpe_2d), "box_iou": 100 * float(i.iou_all)}
 
@@ -301,9 +295,11 @@ def evaluate_chain(
     teacher_ckpt = runs / "teacher" / "checkpoints" / "last.ckpt"
     if teacher_ckpt.is_file():
         teacher = load_teacher(teacher_ckpt)
+        with torch.no_grad():  # grouped once, scored by every table
+            people = [teacher.grouped(b["image"]) for b in batches]
         for protocol in PROTOCOLS:
-            tables[protocol.name]["teacher"] = teacher_2d(teacher, batches, protocol)
-        tables[LEARNING]["teacher"] = teacher_detection(teacher, batches)
+            tables[protocol.name]["teacher"] = teacher_2d(people, batches, protocol)
+        tables[LEARNING]["teacher"] = teacher_detection(people, batches)
     last_estimator = None
     rows = {stage: runs / stage / "checkpoints" / "last.ckpt" for stage in STUDENT_STAGES}
     for name, path in (extra_rows or {}).items():  # e.g. phase1_recon goes just before phase1

@@ -191,12 +191,10 @@ def test_teacher_detection_scores_the_teachers_roots_against_the_gt_by_hand():
     gt = {"gt_roots_px": torch.tensor([[[50.0, 50.0], [150.0, 100.0], [100.0, 180.0], [9.0, 9.0]]]),
           "gt_mask": torch.tensor([[True, True, True, False]]), "image": torch.zeros(1, 3, 8, 8)}  # fmt: skip
 
-    class Teacher:
-        def grouped(self, images):
-            roots = torch.tensor([[[55.0, 45.0], [200.0, 20.0], [151.0, 99.0], [9.0, 9.0]]])  # 2 within 16 px
-            mask = torch.tensor([[True, True, True, False]])  # the 4th is padding (it sits on the masked GT)
-            return GroupedPeople(torch.zeros(1, 4, 15, 2), torch.zeros(1, 4, 15), mask, roots)
+    roots = torch.tensor([[[55.0, 45.0], [200.0, 20.0], [151.0, 99.0], [9.0, 9.0]]])  # 2 within 16 px
+    mask = torch.tensor([[True, True, True, False]])  # the 4th is padding (it sits on the masked GT)
+    people = GroupedPeople(torch.zeros(1, 4, 15, 2), torch.zeros(1, 4, 15), mask, roots)
 
-    got = teacher_detection(Teacher(), [gt, gt])
+    got = teacher_detection([people, people], [gt, gt])
     assert (got["people_pred"], got["people_gt"]) == (6, 6)
     assert got["precision"] == pytest.approx(100 * 4 / 6) and got["recall"] == pytest.approx(100 * 4 / 6)

@@ -28,9 +28,6 @@ the checkpoint's loop state, so a resumed run continues with the batches an unin
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
-import typing
 from typing import Any
 
 from pytorch_lightning import LightningDataModule
@@ -39,43 +36,23 @@ from typing_extensions import override
 
 from lightning_mp3d.datamodules.dsyn import DSynDataModule
 from lightning_mp3d.datamodules.images import ImageDataModule
+from lightning_mp3d.options import init_options, option_kwargs
 
 MODE = "min_size"
 # the inner modules' epoch-length arguments, set from batches_per_epoch
 LENGTH_KEYS = {"syn": "train_batches", "images": "batches_per_epoch"}
 SET_HERE = ("device",)  # set once for both inner modules, by this module's argument of the same name
 
-
-def init_options(cls: type, name: str, exclude: tuple[str, ...], **defaults: Any) -> type:
-    """A frozen dataclass ``name`` of ``cls``'s init arguments with their types and defaults, less ``exclude``.
-
-    ``defaults`` replaces some defaults. A config typed with it merges overlays key by key and refuses unknown keys.
-    """
-    hints = typing.get_type_hints(cls.__init__)
-    fields = [
-        (arg, hints[arg], dataclasses.field(default=defaults.get(arg, param.default)))
-        for arg, param in inspect.signature(cls.__init__).parameters.items()
-        if arg != "self" and param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY) and arg not in exclude
-    ]
-    options = dataclasses.make_dataclass(name, fields, frozen=True)
-    options.__module__ = __name__
-    options.__doc__ = f"Init arguments of ``{cls.__module__}.{cls.__name__}`` (less {', '.join(exclude)})."
-    return options
-
-
-DSynOptions = init_options(DSynDataModule, "DSynOptions", (LENGTH_KEYS["syn"], *SET_HERE))
+DSynOptions = init_options(DSynDataModule, "DSynOptions", __name__, (LENGTH_KEYS["syn"], *SET_HERE))
 ImageOptions = init_options(
-    ImageDataModule, "ImageOptions", (LENGTH_KEYS["images"], *SET_HERE), style="target", val_styles=("target",)
+    ImageDataModule,
+    "ImageOptions",
+    __name__,
+    (LENGTH_KEYS["images"], *SET_HERE),
+    {"style": "target", "val_styles": ("target",)},
 )
 
 DEFAULT_SYN, DEFAULT_IMAGES = DSynOptions(), ImageOptions()  # frozen: safe to share as defaults
-
-
-def _kwargs(options: Any) -> dict[str, Any]:
-    """Init arguments from an options dataclass (every field) or a mapping (its keys, as Python callers may pass)."""
-    if dataclasses.is_dataclass(options):
-        return {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
-    return dict(options or {})
 
 
 class CrossModalDataModule(LightningDataModule):
@@ -106,7 +83,10 @@ class CrossModalDataModule(LightningDataModule):
         super().__init__()
         if batches_per_epoch < 1:
             raise ValueError(f"batches_per_epoch must be >= 1, got {batches_per_epoch}")
-        inner = {"syn": _kwargs(syn), "images": {"style": "target", "val_styles": ["target"], **_kwargs(images)}}
+        inner = {
+            "syn": option_kwargs(syn),
+            "images": {"style": "target", "val_styles": ["target"], **option_kwargs(images)},
+        }
         for name, key in LENGTH_KEYS.items():
             if inner[name].setdefault(key, batches_per_epoch) != batches_per_epoch:
                 raise ValueError(
@@ -117,7 +97,7 @@ class CrossModalDataModule(LightningDataModule):
                 raise ValueError(f"{name}.device={inner[name]['device']!r} differs from device={device!r}: set it once")
         self.save_hyperparameters()
         for name in ("syn", "images"):  # plain dicts (as under LightningCLI), which weights-only checkpoints can hold
-            self.hparams[name] = _kwargs(self.hparams[name])
+            self.hparams[name] = option_kwargs(self.hparams[name])
         self.syn_kwargs, self.images_kwargs = inner["syn"], inner["images"]
         self.batches_per_epoch = batches_per_epoch
         self.syn: LightningDataModule | None = None

@@ -234,7 +234,7 @@ def plain_stepper(stage: str, model: Any) -> Callable[[Any, int], None]:
             fk = forward_kinematics(model.pose_decoder(model.encoder(p_l)))
             cyc = cycle_loss(p_c, fk, phi, model.encoder(p_l_prior), hp.pose_unit_mm)
             adv = generator_loss(model.discriminator(p_l_prior))
-            (cyc.total + hp.adv_weight * adv + hp.limit_weight * model.limit_loss(p_l_prior)).backward()
+            (cyc.total + hp.adv_weight * adv + model.joint_limit.weight * model.limit_loss(p_l_prior)).backward()
             model.discriminator.requires_grad_(True)
             for opt in opts[:2]:
                 opt.step()

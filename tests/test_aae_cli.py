@@ -49,8 +49,8 @@ from lightning_mp3d.systems.aae import AAEPretraining
 
 seed_everything(0)
 torch.set_num_threads(1)
-model = AAEPretraining(encoder_width=32, encoder_depth=1, decoder_width=32, decoder_depth=1, disc_width=32,
-                       disc_depth=1, num_figure_poses=0)
+small = {"width": 32, "depth": 1}
+model = AAEPretraining(encoder=small, pose_decoder=small, discriminator=small, num_figure_poses=0)
 dm = PoseDataModule(batch_size=8, batches_per_epoch=3, val_size=32, val_batch_size=8)
 trainer = Trainer(accelerator="cpu", devices=2, strategy="ddp_find_unused_parameters_true", max_steps=9,
                   logger=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,

@@ -21,12 +21,9 @@ def adam(lr: float) -> functools.partial:
 
 
 SMALL = dict(
-    encoder_width=32,
-    encoder_depth=1,
-    decoder_width=32,
-    decoder_depth=1,
-    disc_width=32,
-    disc_depth=1,
+    encoder={"width": 32, "depth": 1},
+    pose_decoder={"width": 32, "depth": 1},
+    discriminator={"width": 32, "depth": 1},
     optimizer=adam(1e-4),
 )
 
@@ -99,12 +96,20 @@ def test_global_step_counts_three_optimizer_steps_per_batch(tmp_path):
 
 @pytest.mark.parametrize(
     "options",
-    [{}, dict(bounded_decoder=True, limit_weight=1.0, disc_spectral_norm=True, disc_optimizer=adam(1e-3))],
+    [
+        {},
+        dict(
+            bounded_decoder=True,
+            joint_limit={"weight": 1.0},
+            discriminator={**SMALL["discriminator"], "spectral_norm": True},
+            disc_optimizer=adam(1e-3),
+        ),
+    ],
     ids=["paper", "bounded_limit_sn"],
 )
 def test_checkpoint_gives_frozen_decoder_with_bit_identical_outputs(tmp_path, options):
     seed_everything(1)
-    model = AAEPretraining(num_figure_poses=2, **SMALL, **options)
+    model = AAEPretraining(num_figure_poses=2, **{**SMALL, **options})
     _fit(tmp_path, model, max_steps=12, checkpoint_every=6)  # one epoch: validation writes the figure
     decoder = load_pose_decoder(tmp_path / "checkpoints" / "last.ckpt")
     assert not decoder.training and not any(p.requires_grad for p in decoder.parameters())

@@ -105,7 +105,7 @@ def test_aae_checkpoints_from_before_psi_was_renamed_give_the_same_pose_decoder(
         torch.testing.assert_close(load_pose_decoder(tmp_path / f"{name}.ckpt")(phi), psi(phi), rtol=0, atol=0)
     assert set(files["current"]["state_dict"]) == {f"pose_decoder.{k}" for k in psi.state_dict()} | {"encoder.w"}
     # resuming the AAE stage itself from such a checkpoint (``--ckpt_path``): the hook renames before loading
-    model = AAEPretraining(decoder_width=16, decoder_depth=1)
+    model = AAEPretraining(pose_decoder={"width": 16, "depth": 1})
     resumed = {"state_dict": {f"decoder.{k}": v for k, v in model.pose_decoder.state_dict().items()}}
     model.on_load_checkpoint(resumed)
     assert set(resumed["state_dict"]) == {f"pose_decoder.{k}" for k in model.pose_decoder.state_dict()}

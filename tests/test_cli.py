@@ -65,6 +65,28 @@ def test_unknown_config_key_is_a_clear_error(tmp_path):
     assert "no_such_key" in result.stderr
 
 
+def test_aae_sub_model_groups_merge_key_by_key_and_refuse_a_misspelt_key(tmp_path, capsys):
+    import torch
+
+    stage = [
+        "--config",
+        str(ROOT / "configs" / "stage_aae.yaml"),
+        "--config",
+        str(ROOT / "configs/tiny/stage_aae.yaml"),
+    ]
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text("model:\n  init_args:\n    discriminator: {spectral_norm: true}\n")
+    cli = cli_main([*stage, "--config", str(overlay), "--trainer.logger=false"], run=False)
+    assert cli.model.hparams.discriminator == {"width": 128, "depth": 2, "spectral_norm": True}  # tiny's sizes kept
+    assert cli.model.hparams.encoder == {"width": 128, "depth": 2}
+    linear = [m for m in cli.model.discriminator.net if isinstance(m, torch.nn.Linear)]
+    assert linear and all(torch.nn.utils.parametrize.is_parametrized(m, "weight") for m in linear)
+    overlay.write_text("model:\n  init_args:\n    discriminator: {widht: 64}\n")
+    with pytest.raises(SystemExit) as done:
+        cli_main([*stage, "--config", str(overlay), "--trainer.logger=false"], run=False)
+    assert done.value.code not in (0, None) and "widht" in capsys.readouterr().err
+
+
 def test_card_command_with_a_bare_stage_name_works_from_the_project_root():
     """``lightning fit --config stage_phase1.yaml`` as the card types it, at the project root (no such file there)."""
     assert not (ROOT / "stage_phase1.yaml").exists()

@@ -41,9 +41,12 @@ trainer:
         every_minutes: 0
 model:
   init_args:
-    encoder_width: 32
-    decoder_width: 32
-    disc_width: 32
+    encoder:
+      width: 32
+    pose_decoder:
+      width: 32
+    discriminator:
+      width: 32
     num_figure_poses: 0
 data:
   init_args:

@@ -27,7 +27,12 @@ def within(part, whole) -> bool:
 def test_paper_configs_hold_the_papers_values():
     aae = yaml.safe_load((CONFIGS / "stage_aae.yaml").read_text())
     a = aae["model"]["init_args"]
-    assert (a["optimizer"]["init_args"]["lr"], a["bounded_decoder"], a["limit_weight"], a["embedding_dim"]) == (
+    assert (
+        a["optimizer"]["init_args"]["lr"],
+        a["bounded_decoder"],
+        a["joint_limit"]["weight"],
+        a["embedding_dim"],
+    ) == (
         1e-4,
         False,
         0.0,

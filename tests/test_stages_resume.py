@@ -85,7 +85,7 @@ def test_aae_killed_mid_epoch_and_resumed_equals_an_uninterrupted_run(tmp_path):
             "fit",
             f"--config={CONFIGS / 'stage_aae.yaml'}",
             f"--config={CONFIGS / 'tiny' / 'stage_aae.yaml'}",
-            *(f"--model.init_args.{k}_width=16" for k in ("encoder", "decoder", "disc")),
+            *(f"--model.init_args.{k}.width=16" for k in ("encoder", "pose_decoder", "discriminator")),
             "--model.init_args.num_figure_poses=0",
             "--data.init_args.batch_size=8",
             "--data.init_args.batches_per_epoch=3",

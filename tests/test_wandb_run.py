@@ -58,7 +58,7 @@ def test_offline_stage_run_is_finished_and_complete(tmp_path, monkeypatch):
         "fit",
         f"--config={CONFIGS / 'stage_aae.yaml'}",
         f"--config={CONFIGS / 'tiny' / 'stage_aae.yaml'}",
-        *(f"--model.init_args.{k}_width=16" for k in ("encoder", "decoder", "disc")),
+        *(f"--model.init_args.{k}.width=16" for k in ("encoder", "pose_decoder", "discriminator")),
         "--model.init_args.num_figure_poses=4",
         "--data.init_args.batch_size=8",
         "--data.init_args.batches_per_epoch=3",

@@ -6,8 +6,8 @@ in millimetres divided by ``pose_unit_mm`` (100 mm by default) so that it is of 
 would be drowned out; in millimetres the phi term would be.
 The adversarial losses are the non-saturating GAN losses on logits (Goodfellow et al. 2014).
 
-``joint_limit_loss`` is an addition beyond the paper (off by default in the paper-like sense: ``limit_weight`` 0 in
-``AAEPretraining`` reproduces the paper's Ψ loss): the mean over decoded prior poses of the summed smooth joint-angle
+``joint_limit_loss`` is an addition beyond the paper (off by default: ``joint_limit.weight`` 0 in ``AAEPretraining``
+reproduces the paper's Ψ loss): the mean over decoded prior poses of the summed smooth joint-angle
 violation (``synth.poses.smooth_local_angle_violation``, radians), a direct push of every Ψ(phi), phi ~ U[-1, 1]^Z,
 inside the artificial-pose-sampling ranges that the adversarial loss only enforces weakly.
 """

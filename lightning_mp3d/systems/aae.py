@@ -8,9 +8,9 @@ Manual optimization, one Adam per module, each step on every batch:
 1. Φ and Ψ: one forward/backward of ``L_cyc + adv_weight * L_adv`` with Disc frozen (its parameters are toggled
    off, as ``toggle_optimizer`` does). L_adv = -log Disc(Ψ(phi)) depends on Ψ only, so Φ's gradient is exactly
    that of L_cyc and Ψ's that of L_cyc + L_adv; Φ's Adam and Ψ's Adam then step on their own parameters.
-   With ``limit_weight > 0`` Ψ's loss also has ``limit_weight * L_limit`` (``losses.aae.joint_limit_loss``, an
+   With ``joint_limit.weight > 0`` Ψ's loss also has ``weight * L_limit`` (``losses.aae.joint_limit_loss``, an
    addition beyond the paper: a smooth hinge on the joint angles of Ψ(phi) outside the sampling ranges shrunk by
-   ``limit_margin_deg``); it depends on Ψ only. ``limit_weight: 0`` is the paper's loss.
+   ``joint_limit.margin_deg``); it depends on Ψ only. ``weight: 0`` is the paper's loss.
 2. Disc (``toggle_optimizer``): BCE of real local poses T_L(p_c) against Ψ(phi), phi ~ U[-1, 1]^Z.
 
 ``trainer.global_step`` counts optimizer steps: it grows by 3 per batch, so ``max_steps = 3 x batches``.
@@ -18,6 +18,7 @@ Manual optimization, one Adam per module, each step on every batch:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -32,30 +33,55 @@ from lightning_mp3d.datamodules.streams import batch_seed
 from lightning_mp3d.geometry.pose import forward_kinematics, to_local
 from lightning_mp3d.losses.aae import cycle_loss, discriminator_loss, generator_loss, joint_limit_loss
 from lightning_mp3d.models.aae import PoseDecoder, PoseDiscriminator, PoseEncoder
+from lightning_mp3d.options import init_options, option_kwargs
 from lightning_mp3d.systems.media import log_figure
 from lightning_mp3d.systems.optim import store_callables
 from lightning_mp3d.visualize import pose_grid_figure
+
+SUB_MODELS = ("encoder", "pose_decoder", "discriminator")  # each one typed group of the sub-model's init arguments
+EncoderOptions = init_options(PoseEncoder, "EncoderOptions", __name__, ("embedding_dim",))
+DecoderOptions = init_options(PoseDecoder, "DecoderOptions", __name__, ("embedding_dim", "range_scale"))
+DiscriminatorOptions = init_options(PoseDiscriminator, "DiscriminatorOptions", __name__)
+DEFAULT_ENCODER, DEFAULT_DECODER = EncoderOptions(), DecoderOptions()  # frozen: safe to share as defaults
+DEFAULT_DISCRIMINATOR = DiscriminatorOptions()
+
+
+@dataclasses.dataclass(frozen=True)
+class JointLimitPrior:
+    """The joint-limit prior L_limit on Ψ(phi) (``losses.aae.joint_limit_loss``; an addition beyond the paper).
+
+    Attributes:
+        weight: its weight in Ψ's loss (0: the paper's loss, no such term).
+        margin_deg: degrees by which the ranges are shrunk inside L_limit, so that decoded poses land strictly inside
+            the ranges that ``val/prior_plausible`` checks exactly.
+        delta_deg: degrees, width of the quadratic part of the hinge.
+    """
+
+    weight: float = 0.0
+    margin_deg: float = 2.0
+    delta_deg: float = 5.0
+
+
+NO_JOINT_LIMIT = JointLimitPrior()  # frozen: safe to share as a default
 
 
 class AAEPretraining(LightningModule):
     """Trains the pose embedding phi: encoder Φ (``encoder``), decoder Ψ (``pose_decoder``) and discriminator Disc.
 
     Args:
-        embedding_dim: Z (32 in the paper).
-        encoder_width, encoder_depth: Φ's hidden units and layers.
-        decoder_width, decoder_depth: Ψ's trunk units and layers.
+        embedding_dim: Z (32 in the paper), Φ's output and Ψ's input.
+        encoder: Φ's init arguments but ``embedding_dim`` (``models.aae.PoseEncoder``: hidden ``width``, ``depth``).
+        pose_decoder: Ψ's init arguments but ``embedding_dim`` and ``range_scale`` (``models.aae.PoseDecoder``: trunk
+            ``width``, ``depth``, ``range_margin_deg``).
         bounded_decoder: Ψ's joint angles bounded to the sampling ranges of ``range_scale`` by construction
             (``PoseDecoder(range_scale=...)``, an addition beyond the paper; False: the paper's free unit vectors).
-        disc_width, disc_depth: Disc's hidden units and layers.
+        discriminator: Disc's init arguments (``models.aae.PoseDiscriminator``: hidden ``width``, ``depth``,
+            ``spectral_norm``, the last not in the paper).
         optimizer: builds each of the three optimizers (Φ, Ψ, Disc), e.g. ``class_path: torch.optim.Adam,
             init_args: {lr: 1.0e-4}`` (the paper's).
         adv_weight: weight of L_adv in Ψ's loss.
         disc_optimizer: builds Disc's optimizer instead (None: ``optimizer``, as in the paper).
-        disc_spectral_norm: spectral normalisation on Disc's linear layers (not in the paper).
-        limit_weight: weight of the joint-limit prior L_limit in Ψ's loss (0: the paper's loss, no such term).
-        limit_margin_deg: degrees by which the ranges are shrunk inside L_limit, so that decoded poses land strictly
-            inside the ranges that ``val/prior_plausible`` checks exactly.
-        limit_delta_deg: degrees, width of the quadratic part of L_limit's hinge.
+        joint_limit: the joint-limit prior L_limit in Ψ's loss (``JointLimitPrior``; weight 0: the paper's loss).
         pose_unit_mm: millimetres per unit of the pose term of L_cyc (see ``losses.aae``).
         range_scale: joint-angle ranges that ``val/prior_plausible`` checks against (as the data's sampler).
         num_figure_poses: poses in the logged grid of decoded random phi (0: no figure).
@@ -67,20 +93,14 @@ class AAEPretraining(LightningModule):
     def __init__(
         self,
         embedding_dim: int = 32,
-        encoder_width: int = 256,
-        encoder_depth: int = 3,
-        decoder_width: int = 256,
-        decoder_depth: int = 3,
+        encoder: EncoderOptions = DEFAULT_ENCODER,
+        pose_decoder: DecoderOptions = DEFAULT_DECODER,
         bounded_decoder: bool = False,
-        disc_width: int = 256,
-        disc_depth: int = 3,
+        discriminator: DiscriminatorOptions = DEFAULT_DISCRIMINATOR,
         optimizer: OptimizerCallable = torch.optim.Adam,
         adv_weight: float = 0.1,
         disc_optimizer: OptimizerCallable | None = None,
-        disc_spectral_norm: bool = False,
-        limit_weight: float = 0.0,
-        limit_margin_deg: float = 2.0,
-        limit_delta_deg: float = 5.0,
+        joint_limit: JointLimitPrior = NO_JOINT_LIMIT,
         pose_unit_mm: float = 100.0,
         range_scale: float = 1.0,
         num_figure_poses: int = 16,
@@ -91,12 +111,18 @@ class AAEPretraining(LightningModule):
         self.save_hyperparameters()
         self.optimizer, self.disc_optimizer = optimizer, disc_optimizer or optimizer  # callables (CLI hparams: config)
         store_callables(self.hparams, "optimizer", "disc_optimizer")  # weights-only checkpoints can hold them
+        for name in (
+            *SUB_MODELS,
+            "joint_limit",
+        ):  # plain dicts (as under LightningCLI): weights-only checkpoints hold them
+            self.hparams[name] = option_kwargs(self.hparams[name])
+        self.joint_limit = JointLimitPrior(**self.hparams.joint_limit)
         self.automatic_optimization = False
-        self.encoder = PoseEncoder(embedding_dim, encoder_width, encoder_depth)
+        self.encoder = PoseEncoder(embedding_dim, **self.hparams.encoder)
         self.pose_decoder = PoseDecoder(
-            embedding_dim, decoder_width, decoder_depth, range_scale if bounded_decoder else None
+            embedding_dim, range_scale=range_scale if bounded_decoder else None, **self.hparams.pose_decoder
         )
-        self.discriminator = PoseDiscriminator(disc_width, disc_depth, disc_spectral_norm)
+        self.discriminator = PoseDiscriminator(**self.hparams.discriminator)
         self.val_mpjpe = MeanMetric()
         self.val_cycle_phi = MeanMetric()
         self.val_plausible = MeanMetric()
@@ -122,12 +148,12 @@ class AAEPretraining(LightningModule):
         return forward_kinematics(self.pose_decoder(phi))
 
     def limit_loss(self, p_l: torch.Tensor) -> torch.Tensor:
-        """L_limit of decoded local poses p_l (B, 15, 3) (a zero tensor, not computed, when ``limit_weight`` is 0)."""
-        hp = self.hparams
-        if hp.limit_weight == 0:
+        """L_limit of decoded local poses p_l (B, 15, 3) (a zero tensor, not computed, when its weight is 0)."""
+        prior = self.joint_limit
+        if prior.weight == 0:
             return p_l.new_zeros(())
-        margin, delta = math.radians(hp.limit_margin_deg), math.radians(hp.limit_delta_deg)
-        return joint_limit_loss(p_l, hp.range_scale, margin, delta)
+        margin, delta = math.radians(prior.margin_deg), math.radians(prior.delta_deg)
+        return joint_limit_loss(p_l, self.hparams.range_scale, margin, delta)
 
     @override
     def training_step(self, p_c: torch.Tensor, batch_idx: int) -> None:
@@ -149,7 +175,7 @@ class AAEPretraining(LightningModule):
         )
         adv = generator_loss(self.discriminator(p_l_prior))
         limit = self.limit_loss(p_l_prior)
-        self.manual_backward(cyc.total + hp.adv_weight * adv + hp.limit_weight * limit)
+        self.manual_backward(cyc.total + hp.adv_weight * adv + self.joint_limit.weight * limit)
         self.discriminator.requires_grad_(True)
         for opt in (opt_enc, opt_dec):
             opt.step()
@@ -219,8 +245,8 @@ class AAEPretraining(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         hp = self.hparams
         models = {
-            "encoder": {"embedding_dim": hp.embedding_dim, "width": hp.encoder_width, "depth": hp.encoder_depth},
+            "encoder": {"embedding_dim": hp.embedding_dim, **hp.encoder},
             "pose_decoder": dict(self.pose_decoder.config),
-            "discriminator": {"width": hp.disc_width, "depth": hp.disc_depth, "spectral_norm": hp.disc_spectral_norm},
+            "discriminator": dict(hp.discriminator),
         }
         add_stage_record(checkpoint, self._trainer, "aae", models)

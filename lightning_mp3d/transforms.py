@@ -34,6 +34,10 @@ class SpatialTransform(NamedTuple):
     theta: torch.Tensor  # (B, 2, 3) output-normalised -> input-normalised
     flipped: torch.Tensor  # (B,) bool: left/right labels swap
 
+    def to(self, dtype: torch.dtype, device: torch.device | str | None = None) -> SpatialTransform:
+        """The same transforms with ``theta`` in ``dtype``, both tensors on ``device``."""
+        return SpatialTransform(self.theta.to(dtype=dtype, device=device), self.flipped.to(device))
+
 
 def _check(transform: SpatialTransform, batch: int | None = None) -> None:
     theta = transform.theta
@@ -90,10 +94,11 @@ def random_spatial_transform(
     kinds: tuple[str, ...] = KINDS,
     crop_scale: tuple[float, float] = (0.7, 0.9),
     max_angle_deg: float = 30.0,
-    dtype: torch.dtype = torch.float32,
-    device: torch.device | str | None = None,
 ) -> SpatialTransform:
-    """One transform per image, its kind drawn uniformly from ``kinds``.
+    """One transform per image, its kind drawn uniformly from ``kinds``, in float64 on the CPU.
+
+    Drawn on the CPU in float64 whatever the images' device, so a seed gives the same transforms everywhere; move
+    them with ``.to(images.dtype, images.device)``.
 
     Args:
         batch: B.
@@ -101,11 +106,9 @@ def random_spatial_transform(
         kinds: subset of ("flip", "crop", "rotate").
         crop_scale: range of the crop side as a fraction of the image side.
         max_angle_deg: rotation range in degrees.
-        dtype: of the returned transform (its draws are float64 on the CPU).
-        device: of the returned transform.
 
     Returns:
-        SpatialTransform on ``device``.
+        SpatialTransform, float64 on the CPU.
     """
     bad = [k for k in kinds if k not in KINDS]
     if not kinds or bad:
@@ -122,7 +125,7 @@ def random_spatial_transform(
     }
     theta = torch.stack([options[k].theta for k in kinds], 0)[kind, torch.arange(batch)]  # (B, 2, 3)
     flipped = torch.stack([options[k].flipped for k in kinds], 0)[kind, torch.arange(batch)]
-    return SpatialTransform(theta.to(dtype=dtype, device=device), flipped.to(device))
+    return SpatialTransform(theta, flipped)
 
 
 def warp_images(images: torch.Tensor, transform: SpatialTransform) -> torch.Tensor:

@@ -98,6 +98,10 @@ def test_random_transforms_are_seeded_and_use_all_kinds():
     a = random_spatial_transform(64, torch.Generator().manual_seed(1))
     b = random_spatial_transform(64, torch.Generator().manual_seed(1))
     torch.testing.assert_close(a.theta, b.theta)
+    assert a.theta.dtype == torch.float64 and a.theta.device.type == "cpu"  # the same draws for every device
+    moved = a.to(torch.float32, "cpu")
+    assert moved.theta.dtype == torch.float32 and torch.equal(moved.flipped, a.flipped)
+    torch.testing.assert_close(moved.theta, a.theta.float(), rtol=0, atol=0)
     assert a.flipped.any() and not a.flipped.all()
     crops = (a.theta[:, 0, 0] > 0) & (a.theta[:, 0, 1] == 0) & (a.theta[:, 0, 0] < 0.999)
     rotations = a.theta[:, 0, 1] != 0

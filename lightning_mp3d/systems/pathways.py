@@ -125,7 +125,7 @@ class CrossModalPathways:
         """L_ss on (I, T_s(I)) at the teacher's roots of I (moved by T_s for I'), plus the root loss on I."""
         images = batch["image"]
         t = self.teacher_targets(images)
-        transform = random_spatial_transform(images.shape[0], self._generator, dtype=images.dtype, device=images.device)
+        transform = random_spatial_transform(images.shape[0], self._generator).to(images.dtype, images.device)
         with torch.no_grad():  # E is frozen: nothing upstream of v' trains
             v_prime = self.teacher.encode(warp_images(images, transform).clamp(0, 1))
         s, s_prime = self.h(self.image_input(t.v)), self.h(self.image_input(v_prime))

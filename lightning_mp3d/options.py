@@ -39,7 +39,8 @@ def init_options(
     ]
     options = dataclasses.make_dataclass(name, fields, frozen=True)
     options.__module__ = module
-    options.__doc__ = f"Init arguments of ``{cls.__module__}.{cls.__name__}`` (less {', '.join(exclude) or 'none'})."
+    less = f" (less {', '.join(exclude)})" if exclude else ""
+    options.__doc__ = f"Init arguments of ``{cls.__module__}.{cls.__name__}``{less}."
     return options
 
 

@@ -111,10 +111,8 @@ class AAEPretraining(LightningModule):
         self.save_hyperparameters()
         self.optimizer, self.disc_optimizer = optimizer, disc_optimizer or optimizer  # callables (CLI hparams: config)
         store_callables(self.hparams, "optimizer", "disc_optimizer")  # weights-only checkpoints can hold them
-        for name in (
-            *SUB_MODELS,
-            "joint_limit",
-        ):  # plain dicts (as under LightningCLI): weights-only checkpoints hold them
+        # the typed groups as plain dicts (as under LightningCLI), which weights-only checkpoints can hold
+        for name in (*SUB_MODELS, "joint_limit"):
             self.hparams[name] = option_kwargs(self.hparams[name])
         self.joint_limit = JointLimitPrior(**self.hparams.joint_limit)
         self.automatic_optimization = False

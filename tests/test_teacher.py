@@ -125,3 +125,26 @@ def test_side_weight_scales_only_the_left_right_difference_of_the_error():
     assert swapped.heatmap > 0 and swapped.paf > 0
     torch.testing.assert_close(weighted.heatmap, 10 * swapped.heatmap)
     torch.testing.assert_close(weighted.paf, 10 * swapped.paf)
+
+
+def test_paf_min_dot_lets_a_teacher_with_short_pafs_group_its_limbs(monkeypatch):
+    """One person drawn by hand: exact heatmaps, PAFs along every limb but 0.02 long (a small teacher's are that short).
+
+    With Cao et al.'s 0.05 no limb is supported and nobody is found; with the teacher's ``paf_min_dot`` 0.0 the whole
+    person is, every joint where it was drawn.
+    """
+    xy = {"pelvis": (112, 130), "neck": (112, 70), "head": (112, 38), "r_shoulder": (88, 74), "l_shoulder": (136, 74),
+          "r_elbow": (76, 104), "l_elbow": (148, 104), "r_wrist": (70, 136), "l_wrist": (154, 136),
+          "r_hip": (96, 134), "l_hip": (128, 134), "r_knee": (94, 172), "l_knee": (130, 172),
+          "r_ankle": (92, 208), "l_ankle": (132, 208)}  # fmt: skip
+    joints = torch.tensor([[[xy[name] for name in JOINTS]]], dtype=torch.float32)  # (1, 1, 15, 2) pixels
+    maps = render_maps(joints, torch.ones(1, 1, dtype=torch.bool))
+    short = (maps[:, :15], 0.02 * maps[:, 15:])
+    for min_dot, found in ((0.05, 0), (0.0, 1)):
+        teacher = EmbeddedTeacher(width=0.125, paf_min_dot=min_dot)
+        monkeypatch.setattr(teacher, "decode", lambda v: short)
+        people = teacher.group(torch.zeros(1, teacher.v_channels, 28, 28))
+        assert int(people.mask.sum()) == found, min_dot
+    person = people.keypoints[0][people.mask[0]][0]  # (15, 2)
+    assert (people.confidence[0][people.mask[0]][0] > 0).all()
+    torch.testing.assert_close(person, joints[0, 0], rtol=0, atol=4.0)  # sub-cell refinement: within half a cell

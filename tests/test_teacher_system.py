@@ -41,7 +41,12 @@ def test_trained_checkpoint_loads_as_a_frozen_teacher(tmp_path, norm):
     from lightning_mp3d.systems.teacher import TeacherPretraining
 
     model = TeacherPretraining(
-        width=0.0625, optimizer=functools.partial(torch.optim.Adam, lr=1e-3), num_figure_images=0, norm=norm
+        width=0.0625,
+        optimizer=functools.partial(torch.optim.Adam, lr=1e-3),
+        num_figure_images=0,
+        norm=norm,
+        peak_threshold=0.2,
+        paf_min_dot=0.01,
     )
     data = ImageDataModule(style="source", batch_size=2, batches_per_epoch=1, val_size=2)
     trainer = Trainer(
@@ -56,5 +61,6 @@ def test_trained_checkpoint_loads_as_a_frozen_teacher(tmp_path, norm):
     teacher = load_teacher(tmp_path / "checkpoints" / "last.ckpt")
     assert teacher.frozen and teacher.v_channels == model.teacher.v_channels
     assert teacher.norm == norm
+    assert teacher.grouping_kwargs == {"peak_threshold": 0.2, "min_dot": 0.01}  # the grouping the stage validated with
     for a, b in zip(teacher.state_dict().values(), model.teacher.state_dict().values(), strict=True):
         assert torch.equal(a, b.detach().cpu())  # parameters and, with norm, BatchNorm's running statistics

@@ -115,15 +115,20 @@ class EmbeddedTeacher(Teacher):
         width: width multiplier of every hidden layer (1.0 = OpenPose widths).
         peak_threshold: default heatmap peak threshold of :meth:`grouped`.
         norm: BatchNorm after every hidden convolution (``PoseMachine``'s ``norm``; our addition).
+        paf_min_dot: default ``min_dot`` of :meth:`grouped` (``grouping.group_people``): the PAF component along a
+            candidate limb above which a sample supports it. Cao et al.'s 0.05 suits PAFs of unit length; a small
+            teacher's PAFs can be far shorter (the tiny one's forearms: 0.01), and then no limb of theirs passes.
     """
 
-    def __init__(self, width: float = 0.125, peak_threshold: float = 0.1, norm: bool = False) -> None:
+    def __init__(
+        self, width: float = 0.125, peak_threshold: float = 0.1, norm: bool = False, paf_min_dot: float = 0.05
+    ) -> None:
         super().__init__()
         self.net = PoseMachine(width, paf_channels=2 * NUM_LIMBS, heatmap_channels=NUM_JOINTS, norm=norm)
         self.width = float(width)
         self.norm = bool(norm)
         self.v_channels = 2 * self.net.branch_channels + self.net.backbone_channels
-        self.grouping_kwargs = {"peak_threshold": peak_threshold}
+        self.grouping_kwargs = {"peak_threshold": peak_threshold, "min_dot": paf_min_dot}
 
     def stages(self, images: torch.Tensor) -> PoseMachineOutput:
         """Both stages' outputs (for intermediate supervision): heatmaps (B, 15, 28, 28), PAFs (B, 28, 28, 28)."""

@@ -44,6 +44,8 @@ class TeacherPretraining(LightningModule):
         use_visibility: render targets only for visible joints (False: every joint of every person is labelled,
             occluded ones included).
         peak_threshold: heatmap peak threshold of the grouping used in validation (and stored for ``load_teacher``).
+        paf_min_dot: the grouping's PAF support threshold (``EmbeddedTeacher``'s; stored likewise): 0.05 is Cao et
+            al.'s, for PAFs of unit length.
         pck_threshold_px: 2D-PCK threshold (25 px in the paper).
         match_threshold_px: per-joint box half-size of the MuPoTS-style person matching on 224 px images.
         num_figure_images: images per validation set in the logged figure (0: none).
@@ -63,6 +65,7 @@ class TeacherPretraining(LightningModule):
         paf_width_px: float = 8.0,
         use_visibility: bool = False,
         peak_threshold: float = 0.1,
+        paf_min_dot: float = 0.05,
         pck_threshold_px: float = 25.0,
         match_threshold_px: float = 25.0,
         num_figure_images: int = 4,
@@ -73,7 +76,7 @@ class TeacherPretraining(LightningModule):
         self.save_hyperparameters()
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler  # the callables (LightningCLI's hparams: config)
         store_callables(self.hparams, "optimizer", "lr_scheduler")  # weights-only checkpoints can hold them
-        self.teacher = EmbeddedTeacher(width=width, peak_threshold=peak_threshold, norm=norm)
+        self.teacher = EmbeddedTeacher(width=width, peak_threshold=peak_threshold, norm=norm, paf_min_dot=paf_min_dot)
         self.val_names: list[str] = ["source", "target"]
         self.val_pck = nn.ModuleDict()
         self._figure_batches: dict[str, dict[str, torch.Tensor]] = {}
@@ -164,4 +167,5 @@ class TeacherPretraining(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         hp = self.hparams
         args = {"width": float(hp.width), "peak_threshold": float(hp.peak_threshold), "norm": bool(hp.get("norm"))}
+        args["paf_min_dot"] = float(hp.paf_min_dot)
         add_stage_record(checkpoint, self._trainer, "teacher", {"teacher": args})

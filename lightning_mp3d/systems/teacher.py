@@ -166,6 +166,10 @@ class TeacherPretraining(LightningModule):
     @override
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         hp = self.hparams
-        args = {"width": float(hp.width), "peak_threshold": float(hp.peak_threshold), "norm": bool(hp.get("norm"))}
-        args["paf_min_dot"] = float(hp.paf_min_dot)
+        args = {
+            "width": float(hp.width),
+            "peak_threshold": float(hp.peak_threshold),
+            "norm": bool(hp.get("norm")),
+            "paf_min_dot": float(hp.paf_min_dot),
+        }
         add_stage_record(checkpoint, self._trainer, "teacher", {"teacher": args})
